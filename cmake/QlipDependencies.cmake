@@ -1,0 +1,16 @@
+# Third-party dependencies of qlip::qlip, all from Debian packages (scripts/setup.sh installs them).
+# Used both by the source tree and by the installed qlipConfig.cmake.
+include(CMakeFindDependencyMacro)
+find_package(Eigen3 3.4 REQUIRED NO_MODULE)
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(ZLIB REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(QLIP_UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+find_path(QLIP_STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)
+
+function(qlip_link_dependencies target)
+  target_link_libraries(${target} INTERFACE Eigen3::Eigen OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json
+                        ZLIB::ZLIB PkgConfig::QLIP_UTF8PROC)
+  target_include_directories(${target} SYSTEM INTERFACE ${QLIP_STB_INCLUDE_DIR})
+endfunction()

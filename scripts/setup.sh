@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything qlip needs on a fresh Debian machine (idempotent), and fetches the CLIP BPE
+# vocabulary from the open_clip_torch wheel on PyPI into third_party_data/ (never committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake g++ make pkg-config ccache
+          libeigen3-dev libcli11-dev libstb-dev nlohmann-json3-dev libutf8proc-dev zlib1g-dev
+          libgtest-dev libgmock-dev libbenchmark-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+vocab=third_party_data/bpe_simple_vocab_16e6.txt.gz
+if [ ! -s "$vocab" ]; then
+  echo "setup: fetching the CLIP BPE vocabulary from the open_clip_torch wheel"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --no-deps --quiet -d "$tmp" "open_clip_torch==3.3.0"
+  mkdir -p third_party_data
+  python3 - "$tmp" "$vocab" <<'PY'
+import glob, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/open_clip_torch-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open("open_clip/bpe_simple_vocab_16e6.txt.gz") as src, \
+        open(sys.argv[2] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  mv "$vocab.part" "$vocab"
+fi
+echo "setup: ok"
