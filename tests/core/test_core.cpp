@@ -163,3 +163,6 @@ TEST(Math, ActivationValues) {
 
 }  // namespace
 }  // namespace qlip
+
+#include "qlip/version.hpp"
+TEST(Version, HeaderMatchesCMakeProject) { EXPECT_STREQ(QLIP_VERSION_STRING, QLIP_PROJECT_VERSION); }
