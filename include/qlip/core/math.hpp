@@ -49,4 +49,35 @@ QLIP_HOST_DEVICE inline float rope_inv_freq(int k, int dim, float theta) {
   return 1.0f / std::pow(theta, exponent);
 }
 
+/// Llama-3 RoPE frequency scaling of one inverse frequency (spec 8.3; HF
+/// `_compute_llama3_parameters`). Wavelengths shorter than original/high_freq_factor keep their
+/// frequency, longer than original/low_freq_factor are divided by `factor`, and the band between is
+/// interpolated linearly in 1/wavelength. Every step is float32 in the same order as the HF code, so
+/// the table matches PyTorch's float32 buffer to within rounding of the final cos/sin.
+QLIP_HOST_DEVICE inline float llama3_scale_inv_freq(float inv_freq, float factor, float low_freq_factor,
+                                                    float high_freq_factor, float original_max_position) {
+  const float two_pi = 6.28318530717958647692f;
+  const float low_freq_wavelen = original_max_position / low_freq_factor;
+  const float high_freq_wavelen = original_max_position / high_freq_factor;
+  const float wavelen = two_pi / inv_freq;
+  if (wavelen < high_freq_wavelen) return inv_freq;          // high frequency: unchanged
+  if (wavelen > low_freq_wavelen) return inv_freq / factor;  // low frequency: fully scaled
+  // Medium band: torch computes ((1 − s)·f)/factor + s·f in float32.
+  const float smooth = (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+  return (1.0f - smooth) * inv_freq / factor + smooth * inv_freq;
+}
+
+/// The low `n` bits set (n in [0, 32]); written so that n == 32 does not shift by the word width
+/// (undefined behaviour in C++ and wrong on GPUs).
+QLIP_HOST_DEVICE inline std::uint32_t low_bits_mask(int n) {
+  return n >= 32 ? 0xFFFFFFFFu : ((std::uint32_t{1} << n) - 1u);
+}
+
+/// Group index j of a full BSQ index with G groups of g bits (spec 3.4): group 0 is the most
+/// significant chunk, sub_j = (index >> (g·(G−1−j))) & (2^g − 1). Integer shifts only.
+QLIP_HOST_DEVICE inline std::uint32_t bsq_group_index(std::uint32_t index, int j, int group_size, int groups) {
+  const int shift = group_size * (groups - 1 - j);
+  return shift >= 32 ? 0u : ((index >> shift) & low_bits_mask(group_size));
+}
+
 }  // namespace qlip::math

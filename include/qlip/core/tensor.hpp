@@ -183,8 +183,9 @@ concept view_for = tensor_view<V> && backend<B> && (std::remove_cvref_t<V>::rank
                    std::same_as<typename std::remove_cvref_t<V>::memory, typename B::memory>;
 
 /// Throws unless `v` has exactly the expected shape; `what` names the argument in the message.
+/// (`expected` is a non-deduced context, so both a braced list and another view's .shape() work.)
 template <class T, int R, class M>
-void check_shape(const TensorView<T, R, M>& v, const Extents<R>& expected, const char* what) {
+void check_shape(const TensorView<T, R, M>& v, const std::type_identity_t<Extents<R>>& expected, const char* what) {
   QLIP_CHECK(v.shape() == expected, what, " has shape ", shape_string<R>(v.shape()), ", expected ",
              shape_string<R>(expected));
 }

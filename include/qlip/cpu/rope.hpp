@@ -1,0 +1,87 @@
+/// @file rope.hpp
+/// @brief CPU rotary position embeddings (interleaved EVA-02 2-D RoPE and half-split Llama RoPE),
+///        in place, OpenMP over (batch, token).
+///
+/// Same formulas as reference/rope.hpp (see there for the two conventions), in float32. The tables
+/// come from the reference builders, re-exported here as ops::rope2d_table / ops::rope1d_table: they
+/// are built once per model, so one builder serves every backend.
+#pragma once
+
+#include <cstdint>
+
+#include "qlip/core/backend.hpp"
+#include "qlip/core/error.hpp"
+#include "qlip/core/tensor.hpp"
+#include "qlip/reference/rope.hpp"
+
+namespace qlip::ops {
+
+using reference::rope1d_table;
+using reference::rope2d_table;
+
+/// Interleaved (EVA-02) rotation in place: tokens first_token..first_token+P−1 use table rows
+/// 0..P−1; other tokens are untouched (vision encoder: first_token = 1 skips CLS; decoder: 0).
+inline void apply_rope_interleaved(cpu_backend,
+                                   HostView<float, 4> x,          // [B, T, H, Dh], in place
+                                   HostView<const float, 2> cos,  // [P, Dh]
+                                   HostView<const float, 2> sin,  // [P, Dh]
+                                   std::int64_t first_token) {
+  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
+  check_shape(cos, {p_n, dh}, "apply_rope_interleaved cos");
+  check_shape(sin, {p_n, dh}, "apply_rope_interleaved sin");
+  QLIP_CHECK(dh % 2 == 0, "apply_rope_interleaved: head_dim must be even, got ", dh);
+  QLIP_CHECK(first_token >= 0 && first_token + p_n <= t_n, "apply_rope_interleaved: tokens [", first_token,
+             ", ", first_token + p_n, ") do not fit in a sequence of ", t_n);
+  const std::int64_t sd = x.stride(3), cs = cos.stride(1), ss = sin.stride(1);
+#pragma omp parallel for schedule(static) if (b_n * p_n * h_n * dh >= 16384)
+  for (std::int64_t bp = 0; bp < b_n * p_n; ++bp) {
+    const std::int64_t b = bp / p_n, p = bp % p_n;
+    const float* cr = cos.data() + p * cos.stride(0);
+    const float* sr = sin.data() + p * sin.stride(0);
+    for (std::int64_t h = 0; h < h_n; ++h) {
+      float* xr = x.data() + b * x.stride(0) + (first_token + p) * x.stride(1) + h * x.stride(2);
+      for (std::int64_t d = 0; d < dh; d += 2) {
+        const float x0 = xr[d * sd], x1 = xr[(d + 1) * sd];
+        xr[d * sd] = x0 * cr[d * cs] - x1 * sr[d * ss];
+        xr[(d + 1) * sd] = x1 * cr[(d + 1) * cs] + x0 * sr[(d + 1) * ss];
+      }
+    }
+  }
+}
+
+/// Half-split (NeoX / Llama) rotation in place; token t uses table row positions[t] (T entries,
+/// each in [0, P)).
+inline void apply_rope_half(cpu_backend,
+                            HostView<float, 4> x,             // [B, T, H, Dh], in place
+                            HostView<const float, 2> cos,     // [P, Dh/2]
+                            HostView<const float, 2> sin,     // [P, Dh/2]
+                            const std::int64_t* positions) {  // [T]
+  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
+  QLIP_CHECK(dh % 2 == 0, "apply_rope_half: head_dim must be even, got ", dh);
+  const std::int64_t half = dh / 2;
+  check_shape(cos, {p_n, half}, "apply_rope_half cos");
+  check_shape(sin, {p_n, half}, "apply_rope_half sin");
+  QLIP_CHECK(positions != nullptr || t_n == 0, "apply_rope_half: positions is null");
+  // Validate serially: an exception must not escape an OpenMP region.
+  for (std::int64_t t = 0; t < t_n; ++t)
+    QLIP_CHECK(positions[t] >= 0 && positions[t] < p_n, "apply_rope_half: position ", positions[t],
+               " of token ", t, " is outside the table of ", p_n, " positions");
+  const std::int64_t sd = x.stride(3), cs = cos.stride(1), ss = sin.stride(1);
+#pragma omp parallel for schedule(static) if (b_n * t_n * h_n * dh >= 16384)
+  for (std::int64_t bt = 0; bt < b_n * t_n; ++bt) {
+    const std::int64_t b = bt / t_n, t = bt % t_n;
+    const float* cr = cos.data() + positions[t] * cos.stride(0);
+    const float* sr = sin.data() + positions[t] * sin.stride(0);
+    for (std::int64_t h = 0; h < h_n; ++h) {
+      float* lo = x.data() + b * x.stride(0) + t * x.stride(1) + h * x.stride(2);
+      float* hi = lo + half * sd;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float x0 = lo[i * sd], x1 = hi[i * sd];
+        lo[i * sd] = x0 * cr[i * cs] - x1 * sr[i * ss];
+        hi[i * sd] = x1 * cr[i * cs] + x0 * sr[i * ss];
+      }
+    }
+  }
+}
+
+}  // namespace qlip::ops

@@ -1,0 +1,56 @@
+/// @file softmax.hpp
+/// @brief CPU row-wise softmax in float32 (max-subtracted): OpenMP over rows, SIMD reductions.
+///
+/// y = exp(x − max)·(1/Σ exp(x − max)), the order of PyTorch's CPU kernel. A row of all −inf gives
+/// NaN (as torch). Deterministic for a given thread count (one thread per row, fixed order).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "qlip/core/backend.hpp"
+#include "qlip/core/error.hpp"
+#include "qlip/core/tensor.hpp"
+
+namespace qlip::detail::cpu {
+template <bool kUnit>
+inline void softmax_row(const float* x, std::int64_t sx_, float* y, std::int64_t sy_, std::int64_t n) {
+  const std::int64_t sx = kUnit ? 1 : sx_, sy = kUnit ? 1 : sy_;
+  float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
+  for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, x[j * sx]);
+  float sum = 0.0f;
+  // Writes y[j] only after every x has been read for the max: safe when y aliases x.
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float e = std::exp(x[j * sx] - mx);
+    y[j * sy] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / sum;
+  for (std::int64_t j = 0; j < n; ++j) y[j * sy] *= inv;
+}
+}  // namespace qlip::detail::cpu
+
+namespace qlip::ops {
+
+/// y = softmax(x) along each row. y may alias x (same view); any strides.
+inline void softmax_rows(cpu_backend,
+                         HostView<const float, 2> x,  // [M, N]
+                         HostView<float, 2> y) {      // [M, N]
+  const std::int64_t m = x.size(0), n = x.size(1);
+  check_shape(y, {m, n}, "softmax_rows output y");
+  const bool unit = x.stride(1) == 1 && y.stride(1) == 1;
+#pragma omp parallel for schedule(static) if (m * n >= 16384)
+  for (std::int64_t i = 0; i < m; ++i) {
+    const float* xr = x.data() + i * x.stride(0);
+    float* yr = y.data() + i * y.stride(0);
+    if (unit)
+      detail::cpu::softmax_row<true>(xr, 1, yr, 1, n);
+    else
+      detail::cpu::softmax_row<false>(xr, x.stride(1), yr, y.stride(1), n);
+  }
+}
+
+}  // namespace qlip::ops

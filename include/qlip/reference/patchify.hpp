@@ -1,0 +1,68 @@
+/// @file patchify.hpp
+/// @brief Reference patchify / unpatchify between images [B, C, H, W] and patch tokens
+///        [B, N, C·p·p] (plain loops; pure data movement, so every backend must match exactly).
+///
+/// Token n = row·(W/p) + col (row-major over the patch grid, spec 2.2). Within a token, element
+/// j = c·p² + kh·p + kw holds pixel (c, row·p + kh, col·p + kw): the flattening order of a Conv2d
+/// weight [D, C, p, p], so patchify followed by linear() with that weight reshaped to [D, C·p·p] is
+/// the stride-p patch-embedding convolution. unpatchify is the exact inverse, the decoder's
+/// "b (hh ww) (c sh sw) -> b c (hh sh) (ww sw)" (spec 2.7).
+#pragma once
+
+#include <cstdint>
+
+#include "qlip/core/error.hpp"
+#include "qlip/core/tensor.hpp"
+
+namespace qlip::detail {
+/// Validates p against the image and the patch tensor; returns the patch-grid width W/p.
+inline std::int64_t check_patch_shapes(const Extents<4>& img, std::int64_t p, const Extents<3>& patches,
+                                       const char* what) {
+  QLIP_CHECK(p >= 1, what, ": patch size must be positive, got ", p);
+  QLIP_CHECK(img[2] % p == 0 && img[3] % p == 0, what, ": image ", shape_string<4>(img),
+             " is not divisible into ", p, "x", p, " patches");
+  const std::int64_t grid_h = img[2] / p, grid_w = img[3] / p;
+  const Extents<3> expected{img[0], grid_h * grid_w, img[1] * p * p};
+  QLIP_CHECK(patches == expected, what, ": patches have shape ", shape_string<3>(patches), ", expected ",
+             shape_string<3>(expected), " for image ", shape_string<4>(img), " and p = ", p);
+  return grid_w;
+}
+}  // namespace qlip::detail
+
+namespace qlip::reference {
+
+/// out[b, row·Sw + col, c·p² + kh·p + kw] = img[b, c, row·p + kh, col·p + kw].
+inline void patchify(HostView<const float, 4> img,  // [B, C, H, W]
+                     int p,
+                     HostView<float, 3> out) {      // [B, (H/p)·(W/p), C·p·p]
+  const std::int64_t pp = p;
+  const std::int64_t grid_w = detail::check_patch_shapes(img.shape(), pp, out.shape(), "patchify");
+  const std::int64_t b_n = img.size(0), c_n = img.size(1), n_tok = out.size(1);
+  for (std::int64_t b = 0; b < b_n; ++b)
+    for (std::int64_t n = 0; n < n_tok; ++n) {
+      const std::int64_t row = n / grid_w, col = n % grid_w;
+      for (std::int64_t c = 0; c < c_n; ++c)
+        for (std::int64_t kh = 0; kh < pp; ++kh)
+          for (std::int64_t kw = 0; kw < pp; ++kw)
+            out(b, n, (c * pp + kh) * pp + kw) = img(b, c, row * pp + kh, col * pp + kw);
+    }
+}
+
+/// The inverse of patchify: img[b, c, row·p + kh, col·p + kw] = patches[b, row·Sw + col, c·p² + kh·p + kw].
+inline void unpatchify(HostView<const float, 3> patches,  // [B, (H/p)·(W/p), C·p·p]
+                       int p,
+                       HostView<float, 4> img) {          // [B, C, H, W]
+  const std::int64_t pp = p;
+  const std::int64_t grid_w = detail::check_patch_shapes(img.shape(), pp, patches.shape(), "unpatchify");
+  const std::int64_t b_n = img.size(0), c_n = img.size(1), n_tok = patches.size(1);
+  for (std::int64_t b = 0; b < b_n; ++b)
+    for (std::int64_t n = 0; n < n_tok; ++n) {
+      const std::int64_t row = n / grid_w, col = n % grid_w;
+      for (std::int64_t c = 0; c < c_n; ++c)
+        for (std::int64_t kh = 0; kh < pp; ++kh)
+          for (std::int64_t kw = 0; kw < pp; ++kw)
+            img(b, c, row * pp + kh, col * pp + kw) = patches(b, n, (c * pp + kh) * pp + kw);
+    }
+}
+
+}  // namespace qlip::reference
