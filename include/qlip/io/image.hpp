@@ -1,0 +1,265 @@
+/// @file image.hpp
+/// @brief 8-bit RGB images: decoding (PNG, JPEG, BMP, GIF, TGA, PSD, PNM via stb_image), atomic PNG
+///        writing, image grids, and the reconstruction metrics PSNR and SSIM (QLIP_SPEC.md 7.2).
+///
+/// Colour conversion on read follows PIL's Image.convert("RGB"), which is what CLIPImageProcessor
+/// applies: grey is replicated to three channels, grey+alpha and RGBA simply drop alpha (no
+/// compositing onto a background), palette images are expanded. Differences from PIL to know about:
+/// 16-bit PNGs are reduced to 8 bits by stb (v >> 8), EXIF orientation is ignored by both, and JPEG
+/// decoding uses stb's IDCT/upsampling rather than libjpeg-turbo's, so JPEG pixels can differ from
+/// PIL's by a level or two (PNG decoding is bit-exact).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "qlip/core/error.hpp"
+#include "qlip/io/detail/file.hpp"
+#include "qlip/io/detail/stb.hpp"
+
+namespace qlip {
+
+/// An interleaved (HWC) 8-bit image. Images produced by read_image() are RGB (channels == 3).
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 3;
+  std::vector<std::uint8_t> pixels;  // [height, width, channels], row-major
+
+  /// Allocates a zero (black) image.
+  static Image zeros(int width, int height, int channels = 3) {
+    QLIP_CHECK(width >= 0 && height >= 0 && channels >= 1 && channels <= 4, "bad image geometry ", width, "x",
+               height, "x", channels);
+    Image im;
+    im.width = width;
+    im.height = height;
+    im.channels = channels;
+    im.pixels.assign(static_cast<std::size_t>(width) * static_cast<std::size_t>(height) * static_cast<std::size_t>(channels), 0);
+    return im;
+  }
+  std::int64_t index(int y, int x, int c) const {
+    return (static_cast<std::int64_t>(y) * width + x) * channels + c;
+  }
+  std::uint8_t& at(int y, int x, int c) { return pixels[static_cast<std::size_t>(index(y, x, c))]; }
+  std::uint8_t at(int y, int x, int c) const { return pixels[static_cast<std::size_t>(index(y, x, c))]; }
+  bool empty() const { return width == 0 || height == 0; }
+};
+
+namespace detail {
+
+inline void check_image(const Image& im, const char* what) {
+  QLIP_CHECK(im.width >= 0 && im.height >= 0 && im.channels >= 1 && im.channels <= 4, what, ": bad geometry ",
+             im.width, "x", im.height, "x", im.channels);
+  const std::size_t want = static_cast<std::size_t>(im.width) * static_cast<std::size_t>(im.height) *
+                           static_cast<std::size_t>(im.channels);
+  QLIP_CHECK(im.pixels.size() == want, what, ": pixel buffer has ", im.pixels.size(), " bytes, ", im.width, "x",
+             im.height, "x", im.channels, " needs ", want);
+}
+
+}  // namespace detail
+
+/// Decodes an image file from memory and converts it to RGB8 (see the file comment for the rules).
+/// `name` is used in error messages.
+inline Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& name) {
+  if (size == 0) QLIP_THROW("not an image file: ", name, ": file is empty");
+  QLIP_CHECK(size <= static_cast<std::size_t>(std::numeric_limits<int>::max()), "image file too large: ", name);
+  int w = 0, h = 0, c = 0;
+  stbi_uc* p = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &c, 3);
+  if (!p) QLIP_THROW("not an image file: ", name, ": ", stbi_failure_reason());
+  Image im;
+  im.width = w;
+  im.height = h;
+  im.channels = 3;
+  im.pixels.assign(p, p + static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3);
+  stbi_image_free(p);
+  if (w <= 0 || h <= 0) QLIP_THROW("image has zero size: ", name, " (", w, "x", h, ")");
+  return im;
+}
+
+/// Reads an image file (PNG, JPEG, ...) as RGB8. Throws for a missing/unreadable file, a file that
+/// is not a decodable image ("not an image file: <path>: <reason>"), or a zero-size image.
+inline Image read_image(const std::string& path) {
+  std::vector<std::uint8_t> bytes = detail::read_file_bytes(path);
+  return decode_image(bytes.data(), bytes.size(), path);
+}
+
+/// Converts 1 (grey), 2 (grey+alpha), 3 or 4 (RGBA) channel images to RGB, following PIL's
+/// convert("RGB"): grey is replicated, alpha is dropped.
+inline Image to_rgb(const Image& im) {
+  detail::check_image(im, "to_rgb");
+  if (im.channels == 3) return im;
+  Image out = Image::zeros(im.width, im.height, 3);
+  const std::int64_t n = static_cast<std::int64_t>(im.width) * im.height;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint8_t* s = &im.pixels[static_cast<std::size_t>(i * im.channels)];
+    std::uint8_t* d = &out.pixels[static_cast<std::size_t>(i * 3)];
+    if (im.channels <= 2) {
+      d[0] = d[1] = d[2] = s[0];
+    } else {
+      d[0] = s[0], d[1] = s[1], d[2] = s[2];
+    }
+  }
+  return out;
+}
+
+/// Encodes an image (1–4 channels) as PNG in memory.
+inline std::vector<std::uint8_t> encode_png(const Image& im) {
+  detail::check_image(im, "encode_png");
+  QLIP_CHECK(!im.empty(), "encode_png: zero-size image");
+  QLIP_CHECK(static_cast<std::int64_t>(im.width) * im.channels <= std::numeric_limits<int>::max(), "encode_png: image too wide");
+  std::vector<std::uint8_t> out;
+  auto sink = [](void* ctx, void* data, int n) {
+    auto* v = static_cast<std::vector<std::uint8_t>*>(ctx);
+    const auto* b = static_cast<const std::uint8_t*>(data);
+    v->insert(v->end(), b, b + n);
+  };
+  int ok = stbi_write_png_to_func(sink, &out, im.width, im.height, im.channels, im.pixels.data(), im.width * im.channels);
+  if (!ok) QLIP_THROW("PNG encoding failed for a ", im.width, "x", im.height, "x", im.channels, " image");
+  return out;
+}
+
+/// Writes a PNG atomically (temp file + fsync + rename; an existing file survives any failure).
+inline void write_png(const std::string& path, const Image& im) {
+  std::vector<std::uint8_t> png = encode_png(im);
+  detail::write_file_atomic(path, png.data(), png.size());
+}
+
+/// Tiles images into a grid of `columns` columns (like torchvision's make_grid): every cell is as
+/// large as the largest image, images sit at the top-left of their cell, `padding` black pixels
+/// surround every cell (edges included). All images must have the same channel count.
+inline Image make_grid(const std::vector<Image>& images, int columns, int padding = 2) {
+  QLIP_CHECK(!images.empty(), "make_grid: no images");
+  QLIP_CHECK(columns >= 1, "make_grid: columns must be >= 1, got ", columns);
+  QLIP_CHECK(padding >= 0, "make_grid: padding must be >= 0, got ", padding);
+  int cell_w = 0, cell_h = 0;
+  const int ch = images[0].channels;
+  for (const auto& im : images) {
+    detail::check_image(im, "make_grid");
+    QLIP_CHECK(im.channels == ch, "make_grid: images have ", ch, " and ", im.channels, " channels");
+    cell_w = std::max(cell_w, im.width);
+    cell_h = std::max(cell_h, im.height);
+  }
+  const std::int64_t n = static_cast<std::int64_t>(images.size());
+  const std::int64_t cols = std::min<std::int64_t>(columns, n);
+  const std::int64_t rows = (n + cols - 1) / cols;
+  const std::int64_t gw = cols * (cell_w + padding) + padding;
+  const std::int64_t gh = rows * (cell_h + padding) + padding;
+  QLIP_CHECK(gw <= std::numeric_limits<int>::max() && gh <= std::numeric_limits<int>::max(), "make_grid: grid too large");
+  Image grid = Image::zeros(static_cast<int>(gw), static_cast<int>(gh), ch);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Image& im = images[static_cast<std::size_t>(i)];
+    const std::int64_t x0 = padding + (i % cols) * (cell_w + padding);
+    const std::int64_t y0 = padding + (i / cols) * (cell_h + padding);
+    for (int y = 0; y < im.height; ++y) {
+      const std::uint8_t* src = &im.pixels[static_cast<std::size_t>(im.index(y, 0, 0))];
+      std::uint8_t* dst = &grid.pixels[static_cast<std::size_t>(((y0 + y) * gw + x0) * ch)];
+      std::copy(src, src + static_cast<std::int64_t>(im.width) * ch, dst);
+    }
+  }
+  return grid;
+}
+
+namespace detail {
+inline void check_same_geometry(const Image& a, const Image& b, const char* what) {
+  check_image(a, what);
+  check_image(b, what);
+  QLIP_CHECK(a.width == b.width && a.height == b.height && a.channels == b.channels, what, ": images differ in size: ",
+             a.width, "x", a.height, "x", a.channels, " vs ", b.width, "x", b.height, "x", b.channels);
+  QLIP_CHECK(!a.empty(), what, ": zero-size images");
+}
+}  // namespace detail
+
+/// PSNR in dB over all channels and pixels of 8-bit images (spec 7.2): 20·log10(255/√MSE).
+/// Identical images give +infinity. The squared error is summed exactly in integers, so the result
+/// is deterministic.
+inline double psnr(const Image& a, const Image& b) {
+  detail::check_same_geometry(a, b, "psnr");
+  std::uint64_t sse = 0;
+  for (std::size_t i = 0; i < a.pixels.size(); ++i) {
+    const int d = static_cast<int>(a.pixels[i]) - static_cast<int>(b.pixels[i]);
+    sse += static_cast<std::uint64_t>(d * d);
+  }
+  if (sse == 0) return std::numeric_limits<double>::infinity();
+  const double mse = static_cast<double>(sse) / static_cast<double>(a.pixels.size());
+  return 20.0 * std::log10(255.0 / std::sqrt(mse));
+}
+
+/// SSIM as pytorch_msssim.ssim(x, y, data_range=255) computes it (spec 7.2): an 11-tap Gaussian
+/// window (σ = 1.5) applied separably with *valid* convolution (no padding; an axis shorter than 11
+/// is not smoothed, as pytorch_msssim does), K1 = 0.01, K2 = 0.03, the SSIM map averaged per
+/// channel, then the channels averaged. Computed in double with pytorch_msssim's float32 window.
+inline double ssim(const Image& a, const Image& b) {
+  detail::check_same_geometry(a, b, "ssim");
+  constexpr int kWin = 11;
+  // pytorch_msssim's window, bit for bit: _fspecial_gauss_1d(11, 1.5) in float32 (torch's exp and
+  // its summation order). It sums to 0.99999997, not 1, and because σ² = E[x²] − μ² cancels
+  // catastrophically, rebuilding it with std::exp (1 ulp apart) moved SSIM by ~5e-6. Symmetric.
+  static constexpr float kWindow[kWin] = {0x1.0d957p-10f, 0x1.f1fe02p-8f, 0x1.26eb18p-5f, 0x1.bff0fep-4f,
+                                          0x1.b43c3ep-3f,  0x1.10656p-2f,  0x1.b43c3ep-3f, 0x1.bff0fep-4f,
+                                          0x1.26eb18p-5f, 0x1.f1fe02p-8f, 0x1.0d957p-10f};
+  double win[kWin];
+  for (int i = 0; i < kWin; ++i) win[i] = static_cast<double>(kWindow[i]);
+  const int H = a.height, W = a.width, C = a.channels;
+  const bool smooth_h = H >= kWin, smooth_w = W >= kWin;
+  const int Ho = smooth_h ? H - kWin + 1 : H;
+  const int Wo = smooth_w ? W - kWin + 1 : W;
+  const double C1 = (0.01 * 255.0) * (0.01 * 255.0);
+  const double C2 = (0.03 * 255.0) * (0.03 * 255.0);
+
+  // filtered(f) = gaussian_filter of the per-pixel value f(x, y), first along H then along W.
+  std::vector<double> tmp(static_cast<std::size_t>(Ho) * W), maps[5];
+  std::vector<double> plane_x(static_cast<std::size_t>(H) * W), plane_y(plane_x.size());
+  auto filter = [&](auto value, std::vector<double>& out) {
+    for (int y = 0; y < Ho; ++y)
+      for (int x = 0; x < W; ++x) {
+        double s = 0;
+        if (smooth_h) {
+          for (int k = 0; k < kWin; ++k) s += win[k] * value(static_cast<std::int64_t>(y + k) * W + x);
+        } else {
+          s = value(static_cast<std::int64_t>(y) * W + x);
+        }
+        tmp[static_cast<std::size_t>(y) * W + x] = s;
+      }
+    out.assign(static_cast<std::size_t>(Ho) * Wo, 0.0);
+    for (int y = 0; y < Ho; ++y)
+      for (int x = 0; x < Wo; ++x) {
+        double s = 0;
+        if (smooth_w) {
+          for (int k = 0; k < kWin; ++k) s += win[k] * tmp[static_cast<std::size_t>(y) * W + x + k];
+        } else {
+          s = tmp[static_cast<std::size_t>(y) * W + x];
+        }
+        out[static_cast<std::size_t>(y) * Wo + x] = s;
+      }
+  };
+
+  double total = 0.0;
+  for (int c = 0; c < C; ++c) {
+    for (std::int64_t i = 0; i < static_cast<std::int64_t>(H) * W; ++i) {
+      plane_x[static_cast<std::size_t>(i)] = a.pixels[static_cast<std::size_t>(i * C + c)];
+      plane_y[static_cast<std::size_t>(i)] = b.pixels[static_cast<std::size_t>(i * C + c)];
+    }
+    const double* X = plane_x.data();
+    const double* Y = plane_y.data();
+    filter([&](std::int64_t i) { return X[i]; }, maps[0]);
+    filter([&](std::int64_t i) { return Y[i]; }, maps[1]);
+    filter([&](std::int64_t i) { return X[i] * X[i]; }, maps[2]);
+    filter([&](std::int64_t i) { return Y[i] * Y[i]; }, maps[3]);
+    filter([&](std::int64_t i) { return X[i] * Y[i]; }, maps[4]);
+    double sum = 0.0;
+    for (std::size_t i = 0; i < maps[0].size(); ++i) {
+      const double mu1 = maps[0][i], mu2 = maps[1][i];
+      const double s1 = maps[2][i] - mu1 * mu1, s2 = maps[3][i] - mu2 * mu2, s12 = maps[4][i] - mu1 * mu2;
+      const double cs = (2.0 * s12 + C2) / (s1 + s2 + C2);
+      sum += ((2.0 * mu1 * mu2 + C1) / (mu1 * mu1 + mu2 * mu2 + C1)) * cs;
+    }
+    total += sum / static_cast<double>(maps[0].size());
+  }
+  return total / C;
+}
+
+}  // namespace qlip

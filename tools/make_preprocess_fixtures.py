@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Generates the committed fixtures of tests/io (run from anywhere; writes into tests/data/io/).
+
+Outputs:
+  py_written.safetensors  tensors of every dtype written by the Python safetensors library; the
+                          expected values are hard-coded in tests/io/test_safetensors.cpp too.
+  metrics.json            PSNR (numpy, float64) and SSIM (pytorch_msssim, float64 tensors) on pairs of
+                          real photos from Debian's python3-skimage package.
+  preprocess.safetensors  transformers.CLIPImageProcessor (QLIP's preprocessor config, spec 2.1:
+                          size/crop 256, CLIP mean/std) applied to photos from the same package. Stored
+                          compactly as the uint8 levels round((x*std+mean)*255) of the processed
+                          tensors, which is exact: the script asserts that HF's float output equals
+                          (level/255 - mean)/std to float32 precision. Metadata records the photo file
+                          names, their sha256 and the library versions.
+
+Needs: torch, transformers, safetensors, numpy, pillow, pytorch_msssim (pip install pytorch-msssim),
+and python3-skimage (Debian) for the photos.
+"""
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import PIL
+import torch
+import transformers
+from PIL import Image
+from safetensors.torch import save_file
+
+PHOTO_DIR = "/usr/lib/python3/dist-packages/skimage/data"
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "io")
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+# (file, why it is here)
+PREPROCESS_PHOTOS = [
+    ("astronaut.png", "square RGB PNG"),
+    ("chelsea.png", "landscape 451x300 RGB PNG: non-square resize + crop offsets"),
+    ("rocket.jpg", "JPEG, landscape 640x427"),
+    ("hubble_deep_field.jpg", "JPEG with EXIF, 1000x872"),
+    ("cell.png", "grayscale (L) portrait 550x660: grey->RGB path"),
+    ("horse.png", "RGBA 400x328: alpha dropped by convert('RGB')"),
+    ("microaneurysms.png", "small grayscale 102x102: upscaling path"),
+]
+
+# (a, b, crop of a, crop of b); a crop is (top, left, height, width) or None
+METRIC_PAIRS = [
+    ("motorcycle_left.png", "motorcycle_right.png", None, None),  # stereo pair
+    ("astronaut.png", "astronaut.png", (0, 0, 500, 480), (1, 2, 500, 480)),  # similar: shifted by (1, 2)
+    ("astronaut.png", "coffee.png", (10, 20, 300, 400), (10, 20, 300, 400)),
+    ("chelsea.png", "coffee.png", (5, 7, 8, 37), (5, 7, 8, 37)),  # height < 11: pytorch_msssim skips that axis
+]
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def write_py_written():
+    t = {
+        "f32": torch.tensor([[0.0, 1.5, -2.25], [3.0e-8, 65504.0, -1.0e30]], dtype=torch.float32),
+        "f16": torch.tensor([1.0, -0.5, 65504.0, 2.0**-24], dtype=torch.float16),
+        "bf16": torch.tensor([[1.0, -2.0], [3.140625, 2.0**100]], dtype=torch.bfloat16),
+        "i32": torch.tensor([-7, 0, 2147483647], dtype=torch.int32),
+        "i64": torch.tensor([-9007199254740993, 1 << 40], dtype=torch.int64),
+        "u8": torch.tensor([0, 1, 127, 128, 255], dtype=torch.uint8),
+        "u32": torch.tensor([0, 4294967295, 123456789], dtype=torch.uint32),
+        "scalar": torch.tensor(42.0, dtype=torch.float32),
+        "empty": torch.zeros((0, 3), dtype=torch.float32),
+        "nested.name.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 4),
+    }
+    path = os.path.join(OUT_DIR, "py_written.safetensors")
+    save_file(t, path, metadata={"format": "pt", "note": "qlip fixture"})
+    print("wrote", path, os.path.getsize(path), "bytes")
+
+
+def load_rgb_u8(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
+
+
+def write_metrics():
+    from pytorch_msssim import ssim
+
+    cases = []
+    def cut(img, crop):
+        if crop is None:
+            return img
+        t, l, h, w = crop
+        return img[t:t + h, l:l + w]
+
+    for a, b, crop_a, crop_b in METRIC_PAIRS:
+        x = cut(load_rgb_u8(os.path.join(PHOTO_DIR, a)), crop_a)
+        y = cut(load_rgb_u8(os.path.join(PHOTO_DIR, b)), crop_b)
+        assert x.shape == y.shape, (a, b, x.shape, y.shape)
+        xd = x.astype(np.float64)
+        yd = y.astype(np.float64)
+        mse = np.mean((xd - yd) ** 2)
+        psnr = 20.0 * np.log10(255.0 / np.sqrt(mse))
+        xt = torch.from_numpy(xd).permute(2, 0, 1)[None]
+        yt = torch.from_numpy(yd).permute(2, 0, 1)[None]
+        s = ssim(xt, yt, data_range=255, size_average=False).item()
+        cases.append({"a": a, "b": b, "sha256_a": sha256(os.path.join(PHOTO_DIR, a)),
+                      "sha256_b": sha256(os.path.join(PHOTO_DIR, b)),
+                      "crop_a": list(crop_a) if crop_a else None, "crop_b": list(crop_b) if crop_b else None,
+                      "psnr": psnr, "ssim": s})
+        print(f"{a}{crop_a} vs {b}{crop_b}: psnr {psnr:.6f} ssim {s:.8f}")
+    path = os.path.join(OUT_DIR, "metrics.json")
+    with open(path, "w") as f:
+        json.dump({"generator": "tools/make_preprocess_fixtures.py",
+                   "psnr": "numpy float64, 20*log10(255/sqrt(mse)) over C,H,W",
+                   "ssim": "pytorch_msssim.ssim(data_range=255, size_average=False) on float64 NCHW",
+                   "cases": cases}, f, indent=1)
+    print("wrote", path)
+
+
+def write_preprocess():
+    from transformers import CLIPImageProcessor
+
+    # QLIP's preprocessor_config.json (spec 2.1): the OpenAI CLIP config with 256 instead of 224.
+    config = {"crop_size": 256, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+              "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": CLIP_MEAN,
+              "image_std": CLIP_STD, "resample": 3, "size": 256}
+    with open(os.path.join(OUT_DIR, "preprocessor_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    proc = CLIPImageProcessor(**{k: v for k, v in config.items() if k != "feature_extractor_type"})
+    mean = np.array(CLIP_MEAN, dtype=np.float32)[:, None, None]
+    std = np.array(CLIP_STD, dtype=np.float32)[:, None, None]
+    tensors, meta = {}, {}
+    for i, (name, why) in enumerate(PREPROCESS_PHOTOS):
+        path = os.path.join(PHOTO_DIR, name)
+        im = Image.open(path)
+        px = proc(images=im, return_tensors="np")["pixel_values"][0]  # [3, 256, 256] float32
+        assert px.shape == (3, 256, 256), px.shape
+        levels = np.rint((px * std + mean) * 255.0)
+        assert levels.min() >= 0 and levels.max() <= 255
+        levels = levels.astype(np.uint8)
+        recon = ((levels.astype(np.float64) / 255.0).astype(np.float32) - mean) / std
+        err = float(np.abs(recon - px).max())
+        assert err < 1e-5, (name, err)  # the uint8 levels represent HF's output exactly
+        tensors[f"image{i}"] = torch.from_numpy(levels)
+        meta[f"image{i}.file"] = name
+        meta[f"image{i}.sha256"] = sha256(path)
+        meta[f"image{i}.mode"] = im.mode
+        meta[f"image{i}.size"] = f"{im.size[0]}x{im.size[1]}"
+        meta[f"image{i}.why"] = why
+        meta[f"image{i}.max_level_recon_error"] = f"{err:.3g}"
+        print(f"{name}: {im.mode} {im.size} -> levels, recon err {err:.3g}")
+    meta["count"] = str(len(PREPROCESS_PHOTOS))
+    meta["versions"] = f"transformers {transformers.__version__}, pillow {PIL.__version__}, numpy {np.__version__}"
+    meta["layout"] = "uint8 [3,256,256] CHW levels; pixel_values = (level/255 - mean)/std"
+    path = os.path.join(OUT_DIR, "preprocess.safetensors")
+    save_file(tensors, path, metadata=meta)
+    print("wrote", path, os.path.getsize(path), "bytes")
+
+
+def main():
+    os.makedirs(OUT_DIR, exist_ok=True)
+    what = sys.argv[1:] or ["safetensors", "metrics", "preprocess"]
+    if "safetensors" in what:
+        write_py_written()
+    if "metrics" in what:
+        write_metrics()
+    if "preprocess" in what:
+        write_preprocess()
+
+
+if __name__ == "__main__":
+    main()
