@@ -1,0 +1,180 @@
+/// @file gemm.hpp
+/// @brief CPU backend GEMM and linear over Eigen 3.4 (multithreaded through OpenMP).
+///
+/// Strided views are handed to Eigen without copying whenever one of the two dimensions has unit
+/// stride: stride(1) == 1 maps as a RowMajor matrix (leading dimension stride(0)), stride(0) == 1 as
+/// ColMajor (leading dimension stride(1)). A transposed view is therefore free, and linear() reads a
+/// PyTorch weight w[N,K] directly as the ColMajor matrix wᵀ[K,N]. Views with neither unit stride
+/// (e.g. every other column) are copied to a contiguous temporary first: that is the only place
+/// these ops allocate, and no model layout takes it.
+///
+/// Preconditions (not checked): the output does not overlap the inputs.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "qlip/core/allocator.hpp"
+#include "qlip/core/backend.hpp"
+#include "qlip/core/error.hpp"
+#include "qlip/core/tensor.hpp"
+#include "qlip/cpu/threading.hpp"
+#include "qlip/reference/gemm.hpp"
+
+namespace qlip {
+namespace detail::cpu {
+
+/// How a 2-D view can be given to Eigen.
+enum class MatrixLayout { row_major, col_major, strided };
+
+/// A layout and the leading dimension (elements between rows, or between columns) that goes with it.
+struct MatrixMapping {
+  MatrixLayout layout;
+  std::int64_t ld;
+};
+
+/// Picks RowMajor when the column stride is 1, ColMajor when the row stride is 1 (size-1 dimensions
+/// accept any stride), and `strided` otherwise or when rows would overlap (stride 0, negative).
+template <class T>
+MatrixMapping mapping_of(const HostView<T, 2>& v) {
+  const std::int64_t rows = v.size(0), cols = v.size(1);
+  if ((cols <= 1 || v.stride(1) == 1) && (rows <= 1 || v.stride(0) >= cols))
+    return {MatrixLayout::row_major, rows <= 1 ? std::max<std::int64_t>(cols, 1) : v.stride(0)};
+  if ((rows <= 1 || v.stride(0) == 1) && (cols <= 1 || v.stride(1) >= rows))
+    return {MatrixLayout::col_major, cols <= 1 ? std::max<std::int64_t>(rows, 1) : v.stride(1)};
+  return {MatrixLayout::strided, 0};
+}
+
+/// Calls f with an Eigen::Map of v in the given (non-strided) layout. T may be const.
+template <class T, class F>
+void visit_matrix(const HostView<T, 2>& v, const MatrixMapping& mapping, F&& f) {
+  using S = std::remove_const_t<T>;
+  using RowMat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ColMat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  using RowT = std::conditional_t<std::is_const_v<T>, const RowMat, RowMat>;
+  using ColT = std::conditional_t<std::is_const_v<T>, const ColMat, ColMat>;
+  const Eigen::OuterStride<> ld(static_cast<Eigen::Index>(mapping.ld));
+  if (mapping.layout == MatrixLayout::row_major) {
+    f(Eigen::Map<RowT, Eigen::Unaligned, Eigen::OuterStride<>>(v.data(), v.size(0), v.size(1), ld));
+  } else {
+    f(Eigen::Map<ColT, Eigen::Unaligned, Eigen::OuterStride<>>(v.data(), v.size(0), v.size(1), ld));
+  }
+}
+
+/// Copies any 2-D view into `storage` (row-major, contiguous) and returns a view of the copy.
+inline HostView<float, 2> contiguous_copy(const HostView<const float, 2>& v, AlignedBuffer<float>& storage) {
+  storage = AlignedBuffer<float>(v.numel(), false);
+  HostView<float, 2> out(storage.data(), v.shape());
+  for (std::int64_t i = 0; i < v.size(0); ++i)
+    for (std::int64_t j = 0; j < v.size(1); ++j) out(i, j) = v(i, j);
+  return out;
+}
+
+/// The one Eigen call behind gemm and linear, on already-checked shapes with M, N, K ≥ 1:
+///   bias given: c = a·b + bias (bias broadcast over rows; alpha = 1, beta = 0 assumed)
+///   otherwise:  c = alpha·a·b + beta·c (beta == 0 does not read c)
+/// Strided operands are copied here; a strided c is computed in a temporary and copied back.
+inline void gemm_eigen(HostView<const float, 2> a, HostView<const float, 2> b, HostView<float, 2> c,
+                       float alpha, float beta, const HostView<const float, 1>* bias) {
+  AlignedBuffer<float> a_tmp, b_tmp, c_tmp;
+  MatrixMapping ma = mapping_of(a), mb = mapping_of(b), mc = mapping_of(c);
+  if (ma.layout == MatrixLayout::strided) {
+    a = contiguous_copy(a, a_tmp);
+    ma = mapping_of(a);
+  }
+  if (mb.layout == MatrixLayout::strided) {
+    b = contiguous_copy(b, b_tmp);
+    mb = mapping_of(b);
+  }
+  HostView<float, 2> c_work = c;
+  const bool c_strided = mc.layout == MatrixLayout::strided;
+  if (c_strided) {
+    // beta == 0 must not read c: only copy it in when it contributes.
+    if (beta != 0.0f && bias == nullptr) {
+      c_work = contiguous_copy(c, c_tmp);
+    } else {
+      c_tmp = AlignedBuffer<float>(c.numel(), false);
+      c_work = HostView<float, 2>(c_tmp.data(), c.shape());
+    }
+    mc = mapping_of(c_work);
+  }
+
+  visit_matrix(a, ma, [&](const auto& A) {
+    visit_matrix(b, mb, [&](const auto& B) {
+      visit_matrix(c_work, mc, [&](auto C) {
+        if (bias != nullptr) {
+          // Writing the bias rows replaces the zero-fill Eigen does before accumulating, so the
+          // fused bias costs no extra pass over c.
+          Eigen::Map<const Eigen::RowVectorXf, Eigen::Unaligned, Eigen::InnerStride<>> bias_row(
+              bias->data(), bias->size(0), Eigen::InnerStride<>(bias->stride(0)));
+          C.rowwise() = bias_row;
+          C.noalias() += A * B;
+        } else if (beta == 0.0f) {
+          C.noalias() = alpha * A * B;  // scalar factor folds into the GEMM's alpha
+        } else {
+          if (beta != 1.0f) C *= beta;
+          C.noalias() += alpha * A * B;
+        }
+      });
+    });
+  });
+
+  if (c_strided) {
+    for (std::int64_t i = 0; i < c.size(0); ++i)
+      for (std::int64_t j = 0; j < c.size(1); ++j) c(i, j) = c_work(i, j);
+  }
+}
+
+/// c = beta·c over any strides (the K == 0 / alpha == 0 case); beta == 0 writes zeros, reads nothing.
+inline void scale_matrix(HostView<float, 2> c, float beta) {
+  for (std::int64_t i = 0; i < c.size(0); ++i)
+    for (std::int64_t j = 0; j < c.size(1); ++j) c(i, j) = beta == 0.0f ? 0.0f : beta * c(i, j);
+}
+
+}  // namespace detail::cpu
+
+namespace ops {
+
+/// c = alpha·a·b + beta·c (BLAS sgemm semantics). Any transpose is a transposed view:
+/// gemm(cpu, a.transpose(0, 1), b, c) computes aᵀ·b with no copy.
+/// beta == 0 does not read c (it may hold NaN garbage). c must not overlap a or b.
+/// @param a [M, K]
+/// @param b [K, N]
+/// @param c [M, N] output (read too when beta ≠ 0)
+/// @throws qlip::Error naming the argument whose shape does not fit
+inline void gemm(cpu_backend, HostView<const float, 2> a, HostView<const float, 2> b, HostView<float, 2> c,
+                 float alpha = 1.0f, float beta = 0.0f) {
+  detail::check_gemm_shapes(a, b, c);
+  if (c.numel() == 0) return;
+  if (a.size(1) == 0 || alpha == 0.0f) {
+    detail::cpu::scale_matrix(c, beta);
+    return;
+  }
+  detail::cpu::gemm_eigen(a, b, c, alpha, beta, nullptr);
+}
+
+/// y = x·wᵀ + bias (torch.nn.functional.linear). w is read in place as the ColMajor matrix wᵀ,
+/// and the bias is written as the GEMM's initial value (no second pass).
+/// @param x    [M, K]
+/// @param w    [N, K] PyTorch layout (out_features × in_features)
+/// @param bias [N], or an empty (default-constructed) view for no bias
+/// @param y    [M, N] output (never read)
+/// @throws qlip::Error naming the argument whose shape does not fit
+inline void linear(cpu_backend, HostView<const float, 2> x, HostView<const float, 2> w,
+                   HostView<const float, 1> bias, HostView<float, 2> y) {
+  detail::check_linear_shapes(x, w, bias, y);
+  if (y.numel() == 0) return;
+  const bool has_bias = !bias.empty();
+  if (x.size(1) == 0) {
+    for (std::int64_t i = 0; i < y.size(0); ++i)
+      for (std::int64_t j = 0; j < y.size(1); ++j) y(i, j) = has_bias ? bias(j) : 0.0f;
+    return;
+  }
+  detail::cpu::gemm_eigen(x, w.transpose(0, 1), y, 1.0f, 0.0f, has_bias ? &bias : nullptr);
+}
+
+}  // namespace ops
+}  // namespace qlip
