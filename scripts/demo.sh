@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target qlip
+cmake --build --preset release -j "$(nproc)" --target qlip_cli
 ckpt=tests/data/qlip/qlip-test-tiny
 photo=/usr/lib/python3/dist-packages/skimage/data/chelsea.png
 mkdir -p out

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 jobs=$(nproc)
+# ccache: paths relative to the checkout, so a fresh clone elsewhere reuses earlier compilations.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 cmake --preset test
 cmake --build --preset test -j "$jobs"
 # The installed package must work for a downstream project (find_package(qlip)).

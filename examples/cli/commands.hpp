@@ -1,0 +1,599 @@
+/// @file commands.hpp
+/// @brief The six subcommands of the `qlip` CLI (info, encode, decode, reconstruct, classify, embed).
+///
+/// Shape of every command: cheap checks first (arguments, output location, input paths, labels,
+/// tokenizer), then the model is loaded through qlip::with_qlip_model (which picks the compiled
+/// config matching the checkpoint), then images are processed in batches of --batch with one arena
+/// sized by the model's *_workspace_bytes(batch), and the output is written once at the end
+/// (atomically, or all-or-nothing for decode's folder of PNGs).
+///
+/// Output conventions: results go to stdout; warnings go to stderr as "qlip: warning: ..." (not
+/// printed with --quiet); the progress bar goes to stderr (only on a terminal by default).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "inputs.hpp"
+#include "options.hpp"
+#include "output.hpp"
+#include "progress.hpp"
+#include "qlip/cpu/threading.hpp"
+#include "qlip/io/image.hpp"
+#include "qlip/io/preprocess.hpp"
+#include "qlip/io/safetensors.hpp"
+#include "qlip/model/qlip_model.hpp"
+#include "qlip/version.hpp"
+#include "util.hpp"
+
+namespace qlip::cli {
+
+/// Applies --threads (the only global option with a process-wide effect).
+inline void apply_global_options(const GlobalOptions& g) {
+  if (g.threads > 0) qlip::set_num_threads(g.threads);
+}
+
+namespace detail {
+
+/// Prints "qlip: warning: ..." on stderr unless --quiet.
+inline void warn(const GlobalOptions& g, const std::string& message) {
+  if (g.quiet) return;
+  ProgressBar::clear_active();
+  std::fprintf(stderr, "qlip: warning: %s\n", one_line_message(message, false).c_str());
+}
+
+inline void warn_all(const GlobalOptions& g, const std::vector<std::string>& messages) {
+  for (const auto& m : messages) warn(g, m);
+}
+
+inline const char* yes_no(bool b) {
+  return b ? "yes" : "no";
+}
+
+inline const char* rope_text(bool configured, nn::RopeSource source) {
+  if (!configured) return "no";
+  switch (source) {
+    case nn::RopeSource::checkpoint:
+      return "yes (table from the checkpoint)";
+    case nn::RopeSource::computed:
+      return "yes (table computed)";
+    case nn::RopeSource::none:
+      return "yes";
+  }
+  return "yes";
+}
+
+inline std::string stack_line(const StackConfig& s, const TowerRuntime& rt) {
+  std::string mlp = s.mlp == MlpKind::swiglu
+                        ? "SwiGLU " + std::to_string(s.intermediate)
+                        : std::string(activation_name(rt.act)) + " " + std::to_string(s.intermediate);
+  return "width " + std::to_string(s.hidden) + ", depth " + std::to_string(s.layers) + ", heads " +
+         std::to_string(s.heads) + " (head dim " + std::to_string(s.head_dim()) + "), MLP " + mlp + ", LN eps " +
+         short_float(rt.layer_norm_eps);
+}
+
+inline std::string flags_line(const StackConfig& s, bool rope_configured, nn::RopeSource rope, bool vision_like) {
+  std::string line = std::string("q/k/v bias ") + yes_no(s.q_bias) + "/" + yes_no(s.k_bias) + "/" + yes_no(s.v_bias) +
+                     ", sub-LN " + yes_no(s.subln) + ", SwiGLU " + yes_no(s.mlp == MlpKind::swiglu);
+  if (vision_like) line += std::string(", RoPE ") + rope_text(rope_configured, rope);
+  return line;
+}
+
+/// `qlip info` body (not templated: it only reads ModelInfo).
+inline void print_info(const ModelInfo& mi, const std::vector<std::string>& warnings, const ClipPreprocessConfig& pre,
+                       const std::string& pre_note, const std::string& tokenizer_note) {
+  const QlipConfig& c = mi.structure;
+  const QlipRuntimeConfig& rt = mi.runtime;
+  auto row = [](const char* key, const std::string& value) { std::printf("%-12s %s\n", key, value.c_str()); };
+  auto more = [](const std::string& value) { std::printf("%-12s %s\n", "", value.c_str()); };
+  row("checkpoint", mi.dir);
+  row("config", mi.name);
+  row("image", std::to_string(c.vision.image_size) + "x" + std::to_string(c.vision.image_size) + " px, patch " +
+                   std::to_string(c.vision.patch_size) + ", grid " + std::to_string(c.vision.grid()) + "x" +
+                   std::to_string(c.vision.grid()) + " = " + std::to_string(c.vision.patches()) + " tokens, " +
+                   std::to_string(c.vision.channels) + " channels");
+  row("vision", stack_line(c.vision.stack, rt.vision));
+  more(flags_line(c.vision.stack, rt.vision.rope, mi.vision_rope, true));
+  row("quantizer", "BSQ, " + std::to_string(c.quantizer.bits) + " bits/token (2^" + std::to_string(c.quantizer.bits) +
+                       " implicit codes), post-quantizer width " + std::to_string(c.quantizer.hidden_post_q) +
+                       ", L2 norm " + yes_no(rt.quantizer_l2_norm) + ", group size " +
+                       (rt.group_size > 0 ? std::to_string(rt.group_size) : std::string("not set")));
+  row("decoder", stack_line(c.decoder.stack, rt.decoder));
+  more(flags_line(c.decoder.stack, rt.decoder.rope, mi.decoder_rope, true));
+  row("text", stack_line(c.text.stack, rt.text));
+  more(flags_line(c.text.stack, false, nn::RopeSource::none, false) + ", context " +
+       std::to_string(c.text.context_length) + ", vocab " + thousands(c.text.vocab_size) + ", EOS id " +
+       std::to_string(rt.eos_token_id));
+  row("projection", std::to_string(c.projection_dim) + " (vision bias " + yes_no(c.vision_projection_bias) +
+                        ", text bias " + yes_no(c.text_projection_bias) + "), logit scale " +
+                        short_float(rt.logit_scale) + " (exp " + fixed(std::exp(rt.logit_scale), 2) + ")");
+  row("parameters", thousands(mi.parameters) + " (vision " + thousands(mi.vision_parameters) + ", quantizer " +
+                        thousands(mi.quantizer_parameters) + ", decoder " + thousands(mi.decoder_parameters) +
+                        ", text " + thousands(mi.text_parameters) + ")");
+  std::string dtypes;
+  for (const auto& [name, count] : mi.file_dtypes)
+    dtypes += (dtypes.empty() ? "" : ", ") + name + " x" + thousands(count);
+  row("file", "model.safetensors: " + thousands(mi.file_tensors) + " tensors, " + thousands(mi.file_elements) +
+                  " elements; dtype " + (dtypes.empty() ? std::string("none") : dtypes));
+  row("preprocess", "resize shortest edge " + std::to_string(pre.shortest_edge) + " (bicubic), centre crop " +
+                        std::to_string(pre.crop_width) + "x" + std::to_string(pre.crop_height) + ", mean (" +
+                        fixed(pre.mean[0], 4) + ", " + fixed(pre.mean[1], 4) + ", " + fixed(pre.mean[2], 4) +
+                        "), std (" + fixed(pre.std[0], 4) + ", " + fixed(pre.std[1], 4) + ", " + fixed(pre.std[2], 4) +
+                        ")" + pre_note);
+  row("tokenizer", tokenizer_note);
+  if (warnings.empty()) {
+    row("warnings", "none");
+  } else {
+    row("warnings", std::to_string(warnings.size()));
+    for (const auto& w : warnings) more("- " + one_line_message(w, false));
+  }
+}
+
+/// Which tokenizer files a checkpoint folder provides (for `info`).
+inline std::string tokenizer_note(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path d(dir);
+  if (fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt")) return "vocab.json + merges.txt";
+  if (fs::exists(d / "bpe_simple_vocab_16e6.txt.gz")) return "bpe_simple_vocab_16e6.txt.gz";
+  return "none in the folder (classify/embed --text need --vocab or $QLIP_VOCAB)";
+}
+
+/// Copies every element of a contiguous view into `dst` (results leave the arena this way).
+/// @tparam T element type of the view
+/// @tparam R rank of the view
+template <class T, int R>
+void copy_out(HostView<T, R> v, std::remove_const_t<T>* dst) {
+  QLIP_CHECK(v.is_contiguous(), "internal: expected a contiguous result");
+  std::copy_n(v.data(), v.numel(), dst);
+}
+
+/// L2-normalised image embeddings [B, P] of every image, in batches.
+/// @tparam Model a QlipModel<Cfg, cpu_backend> (as with_qlip_model passes it)
+template <class Model>
+Tensor<float, 2> image_embeddings(const Model& model, const GlobalOptions& g, const std::vector<std::string>& images,
+                                  int batch_size, const ClipPreprocessConfig& pre, const char* label) {
+  const std::int64_t count = static_cast<std::int64_t>(images.size());
+  const std::int64_t batch = std::min<std::int64_t>(batch_size, count);
+  const int s = Model::image_size();
+  ImageEncodeOptions opt;
+  opt.quantize = false;  // only the CLS path is needed
+  Arena ws(Model::encode_image_workspace_bytes(batch, opt));
+  Tensor<float, 4> storage({batch, 3, s, s});              // [batch, 3, S, S]
+  Tensor<float, 2> out({count, Model::projection_dim()});  // [B, P]
+  ProgressBar bar(label, count, g.progress);
+  for (std::int64_t first = 0; first < count; first += batch) {
+    const std::int64_t n = std::min(batch, count - first);
+    ImageBatch ib = load_image_batch(images, first, n, Model::patch_size(), pre, storage, false);
+    ArenaScope scope(ws);
+    ImageEncoding enc = model.encode_image(ws, ib.pixels, opt);
+    copy_out(enc.image_embeds_normalized, out.data() + first * Model::projection_dim());
+    bar.advance(n);
+  }
+  return out;
+}
+
+/// L2-normalised text embeddings [T, P] of every text, in chunks of 64.
+/// @tparam Model a QlipModel<Cfg, cpu_backend>
+template <class Model>
+Tensor<float, 2> text_embeddings(const Model& model, const text::ClipTokenizer& tok,
+                                 const std::vector<std::string>& texts) {
+  const std::int64_t count = static_cast<std::int64_t>(texts.size());
+  const int ctx = Model::context_length();
+  const Tensor<std::int32_t, 2> ids = tok.tokenize_batch(texts, ctx);  // [T, ctx]
+  const std::int64_t chunk = std::min<std::int64_t>(64, count);
+  Arena ws(Model::encode_text_workspace_bytes(chunk, ctx));
+  Tensor<float, 2> out({count, Model::projection_dim()});  // [T, P]
+  for (std::int64_t first = 0; first < count; first += chunk) {
+    const std::int64_t n = std::min(chunk, count - first);
+    ArenaScope scope(ws);
+    TextEncoding enc = model.encode_text(ws, ids.view().slice(0, first, first + n));
+    copy_out(enc.text_embeds_normalized, out.data() + first * Model::projection_dim());
+  }
+  return out;
+}
+
+inline ClipPreprocessConfig preprocess_for(const GlobalOptions& g, const std::string& dir, int image_size) {
+  std::string note;
+  ClipPreprocessConfig cfg = load_preprocess_config(dir, image_size, note);
+  if (!note.empty()) warn(g, note);
+  return cfg;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// info
+// ---------------------------------------------------------------------------------------------
+
+inline int run_info(const GlobalOptions& /*g*/, const InfoOptions& o) {
+  check_checkpoint_folder(o.checkpoint);
+  with_qlip_model(o.checkpoint, [&](auto& model) {
+    using Model = std::remove_cvref_t<decltype(model)>;
+    std::string note;
+    const ClipPreprocessConfig pre = load_preprocess_config(o.checkpoint, Model::image_size(), note);
+    detail::print_info(model.info(), model.warnings(), pre,
+                       note.empty() ? "" : " (defaults: no preprocessor_config.json)",
+                       detail::tokenizer_note(o.checkpoint));
+  });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// encode
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// `qlip encode` once the model is loaded: batches of images → codes file.
+/// @tparam Model a QlipModel<Cfg, cpu_backend>
+template <class Model>
+void encode_with(const Model& model, const GlobalOptions& g, const EncodeOptions& o) {
+  constexpr int L = Model::bits_per_token();
+  constexpr std::int64_t N = Model::kPatches;
+  const int s = Model::image_size();
+  if (o.group_size > 0 && L % o.group_size != 0) {
+    std::string valid;
+    for (int d = 1; d <= L; ++d)
+      if (L % d == 0) valid += (valid.empty() ? "" : ", ") + std::to_string(d);
+    throw UsageError("--group-size " + std::to_string(o.group_size) + " does not divide the " + std::to_string(L) +
+                     "-bit code (valid: " + valid + ")");
+  }
+  warn_all(g, model.warnings());
+  const ClipPreprocessConfig pre = preprocess_for(g, o.checkpoint, s);
+
+  const std::int64_t count = static_cast<std::int64_t>(o.images.size());
+  const std::int64_t batch = std::min<std::int64_t>(o.batch, count);
+  const int groups = o.group_size > 0 ? L / o.group_size : 0;
+  ImageEncodeOptions opt;
+  if (o.group_size > 0) opt.group_sizes = {o.group_size};
+  Arena ws(Model::encode_image_workspace_bytes(batch, opt));
+  Tensor<float, 4> storage({batch, 3, s, s});                                              // [batch, 3, S, S]
+  std::vector<std::uint8_t> bits(static_cast<std::size_t>(count * N * L));                 // [B, N, L]
+  std::vector<std::uint32_t> indices(static_cast<std::size_t>(count * N));                 // [B, N]
+  std::vector<std::uint32_t> group_indices(static_cast<std::size_t>(count * N * groups));  // [B, N, G]
+
+  ProgressBar bar("encode", count, g.progress);
+  for (std::int64_t first = 0; first < count; first += batch) {
+    const std::int64_t n = std::min(batch, count - first);
+    ImageBatch ib = load_image_batch(o.images, first, n, Model::patch_size(), pre, storage, false);
+    ArenaScope scope(ws);
+    ImageEncoding enc = model.encode_image(ws, ib.pixels, opt);
+    copy_out(enc.bits, bits.data() + first * N * L);
+    copy_out(enc.indices, indices.data() + first * N);
+    if (groups > 0) copy_out(enc.groups(o.group_size), group_indices.data() + first * N * groups);
+    bar.advance(n);
+  }
+  bar.finish();
+
+  SafetensorsWriter w;
+  w.add_raw("bits", DType::u8, {count, N, L}, bits.data());
+  auto add_index = [&](const std::string& name, const std::vector<std::uint32_t>& v, std::vector<std::int64_t> shape) {
+    if (o.index_dtype == "i64") {
+      std::vector<std::int64_t> wide(v.begin(), v.end());
+      w.add_raw(name, DType::i64, shape, wide.data());
+    } else {
+      w.add_raw(name, DType::u32, shape, v.data());
+    }
+  };
+  add_index("indices", indices, {count, N});
+  if (groups > 0) add_index("group_indices", group_indices, {count, N, groups});
+
+  std::vector<std::string> names;
+  for (const auto& p : o.images) names.push_back(base_name(p));
+  std::map<std::string, std::string> meta{
+      {"format", "qlip-codes"},
+      {"config", Model::name()},
+      {"images", json_string_array(names)},
+      {"image_size", std::to_string(s)},
+      {"patch_size", std::to_string(Model::patch_size())},
+      {"grid", std::to_string(Model::grid())},
+      {"bits", std::to_string(L)},
+      {"bit_order", "dimension 0 is the most significant bit"},
+      {"qlip_version", QLIP_VERSION_STRING},
+  };
+  if (groups > 0) meta["group_size"] = std::to_string(o.group_size);
+  w.write(o.output, meta);
+  if (!g.quiet) {
+    std::printf("wrote %s: %lld image%s x %lld tokens x %d bits (%s)%s\n", o.output.c_str(),
+                static_cast<long long>(count), count == 1 ? "" : "s", static_cast<long long>(N), L, Model::name(),
+                groups > 0 ? (", group size " + std::to_string(o.group_size)).c_str() : "");
+  }
+}
+
+}  // namespace detail
+
+inline int run_encode(const GlobalOptions& g, const EncodeOptions& o) {
+  check_checkpoint_folder(o.checkpoint);
+  check_output_file(o.output);
+  check_image_paths(o.images);
+  with_qlip_model(o.checkpoint, [&](auto& model) { detail::encode_with(model, g, o); });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// `qlip decode` once the model is loaded: codes file → PNGs, written all or nothing.
+/// @tparam Model a QlipModel<Cfg, cpu_backend>
+template <class Model>
+void decode_with(const Model& model, const GlobalOptions& g, const DecodeOptions& o) {
+  constexpr int L = Model::bits_per_token();
+  constexpr std::int64_t N = Model::kPatches;
+  warn_all(g, model.warnings());
+  const CodesFile codes = read_codes_file(o.codes, N, L);
+  if (!codes.config.empty() && codes.config != Model::name()) {
+    warn(g, "'" + o.codes + "' was written for " + codes.config + "; decoding with " + Model::name());
+  }
+  const ClipPreprocessConfig pre = preprocess_for(g, o.checkpoint, Model::image_size());
+
+  const std::int64_t count = codes.images;
+  const std::int64_t batch = std::min<std::int64_t>(o.batch, count);
+  const std::int64_t groups = codes.group_size > 0 ? L / codes.group_size : 0;
+  Arena ws(Model::decode_workspace_bytes(batch));
+  std::vector<Image> images;
+  images.reserve(static_cast<std::size_t>(count));
+  ProgressBar bar("decode", count, g.progress);
+  for (std::int64_t first = 0; first < count; first += batch) {
+    const std::int64_t n = std::min(batch, count - first);
+    ArenaScope scope(ws);
+    Decoding dec;
+    switch (codes.kind) {
+      case CodesFile::Kind::indices:
+        dec = model.decode(ws, HostView<const std::uint32_t, 2>(codes.indices.data() + first * N, {n, N}));
+        break;
+      case CodesFile::Kind::bits:
+        dec = model.decode(ws, HostView<const std::uint8_t, 3>(codes.bits.data() + first * N * L, {n, N, L}));
+        break;
+      case CodesFile::Kind::group_indices:
+        dec = model.decode(ws,
+                           HostView<const std::uint32_t, 3>(codes.indices.data() + first * N * groups, {n, N, groups}),
+                           codes.group_size);
+        break;
+    }
+    for (Image& im : postprocess_clip_batch(dec.pixels, pre.mean, pre.std)) images.push_back(std::move(im));
+    bar.advance(n);
+  }
+  bar.finish();
+
+  // Everything decoded: now write, all or nothing.
+  const std::vector<std::string> names = png_names(codes.names, static_cast<std::size_t>(count));
+  OutputFolderTransaction out(o.output);
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    out.write(names[i], [&](const std::string& path) { write_png(path, images[i]); });
+  }
+  out.commit();
+  if (!g.quiet) {
+    const char* source = codes.kind == CodesFile::Kind::indices ? "indices"
+                         : codes.kind == CodesFile::Kind::bits  ? "bits"
+                                                                : "group_indices";
+    std::printf("wrote %lld PNG%s (%dx%d) to %s (decoded from %s)\n", static_cast<long long>(count),
+                count == 1 ? "" : "s", Model::image_size(), Model::image_size(), o.output.c_str(), source);
+    for (const auto& n : names) std::printf("  %s\n", out.path_for(n).c_str());
+  }
+}
+
+}  // namespace detail
+
+inline int run_decode(const GlobalOptions& g, const DecodeOptions& o) {
+  check_checkpoint_folder(o.checkpoint);
+  check_output_folder(o.output);
+  if (!std::filesystem::exists(o.codes)) throw UsageError("codes file '" + o.codes + "' does not exist");
+  (void)SafetensorsFile::open(o.codes);  // a corrupt file fails now, before the model is loaded
+  with_qlip_model(o.checkpoint, [&](auto& model) { detail::decode_with(model, g, o); });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// reconstruct
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// Originals above reconstructions, `columns` images per row pair; a short last chunk is padded
+/// with black cells so the two rows stay aligned.
+inline Image comparison_grid(const std::vector<Image>& originals, const std::vector<Image>& recons, int columns,
+                             int padding) {
+  const std::size_t n = originals.size();
+  const std::size_t cols = columns > 0 ? std::min<std::size_t>(static_cast<std::size_t>(columns), n) : n;
+  std::vector<Image> cells;
+  const Image blank = Image::zeros(originals[0].width, originals[0].height, 3);
+  for (std::size_t start = 0; start < n; start += cols) {
+    for (const auto* row : {&originals, &recons}) {
+      for (std::size_t i = start; i < start + cols; ++i) cells.push_back(i < n ? (*row)[i] : blank);
+    }
+  }
+  return make_grid(cells, static_cast<int>(cols), padding);
+}
+
+inline std::string metric_text(double v, int digits) {
+  return std::isinf(v) ? std::string("inf") : fixed(v, digits);
+}
+
+/// `qlip reconstruct` once the model is loaded: encode → indices → decode, metrics, grid.
+/// @tparam Model a QlipModel<Cfg, cpu_backend>
+template <class Model>
+void reconstruct_with(const Model& model, const GlobalOptions& g, const ReconstructOptions& o) {
+  constexpr std::int64_t N = Model::kPatches;
+  const int s = Model::image_size();
+  warn_all(g, model.warnings());
+  const ClipPreprocessConfig pre = preprocess_for(g, o.checkpoint, s);
+
+  const std::int64_t count = static_cast<std::int64_t>(o.images.size());
+  const std::int64_t batch = std::min<std::int64_t>(o.batch, count);
+  Arena ws(std::max(Model::encode_image_workspace_bytes(batch), Model::decode_workspace_bytes(batch)));
+  Tensor<float, 4> storage({batch, 3, s, s});                               // [batch, 3, S, S]
+  std::vector<std::uint32_t> indices(static_cast<std::size_t>(batch * N));  // [batch, N]
+  std::vector<Image> originals, recons;
+  std::vector<double> psnrs, ssims;
+  ProgressBar bar("reconstruct", count, g.progress);
+  for (std::int64_t first = 0; first < count; first += batch) {
+    const std::int64_t n = std::min(batch, count - first);
+    ImageBatch ib = load_image_batch(o.images, first, n, Model::patch_size(), pre, storage, true);
+    {
+      ArenaScope scope(ws);
+      ImageEncodeOptions opt;
+      ImageEncoding enc = model.encode_image(ws, ib.pixels, opt);
+      copy_out(enc.indices, indices.data());
+    }
+    ArenaScope scope(ws);
+    Decoding dec = model.decode(ws, HostView<const std::uint32_t, 2>(indices.data(), {n, N}));
+    std::vector<Image> rec = postprocess_clip_batch(dec.pixels, pre.mean, pre.std);
+    for (std::int64_t b = 0; b < n; ++b) {
+      psnrs.push_back(psnr(ib.cropped[static_cast<std::size_t>(b)], rec[static_cast<std::size_t>(b)]));
+      ssims.push_back(ssim(ib.cropped[static_cast<std::size_t>(b)], rec[static_cast<std::size_t>(b)]));
+      originals.push_back(std::move(ib.cropped[static_cast<std::size_t>(b)]));
+      recons.push_back(std::move(rec[static_cast<std::size_t>(b)]));
+    }
+    bar.advance(n);
+  }
+  bar.finish();
+
+  const Image grid = comparison_grid(originals, recons, o.columns, o.padding);
+  write_png(o.output, grid);
+
+  std::size_t width = 5;
+  for (const auto& p : o.images) width = std::max(width, base_name(p).size());
+  std::printf("%-*s  %9s  %7s\n", static_cast<int>(width), "image", "PSNR (dB)", "SSIM");
+  for (std::size_t i = 0; i < psnrs.size(); ++i) {
+    std::printf("%-*s  %9s  %7s\n", static_cast<int>(width), base_name(o.images[i]).c_str(),
+                metric_text(psnrs[i], 3).c_str(), metric_text(ssims[i], 4).c_str());
+  }
+  if (psnrs.size() > 1) {
+    const double mp = std::accumulate(psnrs.begin(), psnrs.end(), 0.0) / static_cast<double>(psnrs.size());
+    const double ms = std::accumulate(ssims.begin(), ssims.end(), 0.0) / static_cast<double>(ssims.size());
+    std::printf("%-*s  %9s  %7s\n", static_cast<int>(width), "mean", metric_text(mp, 3).c_str(),
+                metric_text(ms, 4).c_str());
+  }
+  if (!g.quiet) {
+    std::printf("wrote %s (%dx%d: originals above reconstructions, %s, %lld tokens x %d bits per image)\n",
+                o.output.c_str(), grid.width, grid.height, Model::name(), static_cast<long long>(N),
+                Model::bits_per_token());
+  }
+}
+
+}  // namespace detail
+
+inline int run_reconstruct(const GlobalOptions& g, const ReconstructOptions& o) {
+  check_checkpoint_folder(o.checkpoint);
+  check_output_file(o.output);
+  check_image_paths(o.images);
+  with_qlip_model(o.checkpoint, [&](auto& model) { detail::reconstruct_with(model, g, o); });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// classify
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// `qlip classify` once the model is loaded: softmax(100·cos) of images against prompts.
+/// @tparam Model a QlipModel<Cfg, cpu_backend>
+template <class Model>
+void classify_with(const Model& model, const GlobalOptions& g, const ClassifyOptions& o,
+                   const std::vector<std::string>& labels, const text::ClipTokenizer& tok) {
+  warn_all(g, model.warnings());
+  const ClipPreprocessConfig pre = preprocess_for(g, o.checkpoint, Model::image_size());
+  std::vector<std::string> prompts;
+  for (const auto& l : labels) prompts.push_back(apply_template(o.prompt_template, l));
+  const Tensor<float, 2> text = text_embeddings(model, tok, prompts);                             // [T, P]
+  const Tensor<float, 2> image = image_embeddings(model, g, o.images, o.batch, pre, "classify");  // [B, P]
+  const Tensor<float, 2> probs = zero_shot_probs(image.view(), text.view(), 100.0f);              // [B, T]
+
+  const std::size_t top =
+      o.top > 0 ? std::min<std::size_t>(static_cast<std::size_t>(o.top), labels.size()) : labels.size();
+  for (std::size_t i = 0; i < o.images.size(); ++i) {
+    std::vector<std::size_t> order(labels.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    // Stable: equal probabilities keep the order the labels were given in.
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(a)) >
+             probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(b));
+    });
+    std::printf("%s\n", o.images[i].c_str());
+    for (std::size_t k = 0; k < top; ++k) {
+      const std::size_t j = order[k];
+      std::printf("  %.4f  %s\n",
+                  static_cast<double>(probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j))),
+                  labels[j].c_str());
+    }
+  }
+}
+
+}  // namespace detail
+
+inline int run_classify(const GlobalOptions& g, const ClassifyOptions& o) {
+  const std::vector<std::string> labels = split_list(o.labels, "--labels", "label");
+  (void)apply_template(o.prompt_template, labels[0]);  // a template without "{}" fails now
+  check_checkpoint_folder(o.checkpoint);
+  check_image_paths(o.images);
+  const text::ClipTokenizer tok = load_tokenizer(g.vocab, o.checkpoint);
+  with_qlip_model(o.checkpoint, [&](auto& model) { detail::classify_with(model, g, o, labels, tok); });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// embed
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// `qlip embed` once the model is loaded: normalised image and/or text embeddings → file.
+/// @tparam Model a QlipModel<Cfg, cpu_backend>
+template <class Model>
+void embed_with(const Model& model, const GlobalOptions& g, const EmbedOptions& o,
+                const std::vector<std::string>& texts, const text::ClipTokenizer* tok) {
+  warn_all(g, model.warnings());
+  SafetensorsWriter w;
+  std::map<std::string, std::string> meta{{"format", "qlip-embeddings"},
+                                          {"config", Model::name()},
+                                          {"normalized", "L2"},
+                                          {"projection_dim", std::to_string(Model::projection_dim())},
+                                          {"qlip_version", QLIP_VERSION_STRING}};
+  if (!o.images.empty()) {
+    const ClipPreprocessConfig pre = preprocess_for(g, o.checkpoint, Model::image_size());
+    const Tensor<float, 2> image = image_embeddings(model, g, o.images, o.batch, pre, "embed");  // [B, P]
+    w.add("image_embeds", image.view());
+    std::vector<std::string> names;
+    for (const auto& p : o.images) names.push_back(base_name(p));
+    meta["images"] = json_string_array(names);
+  }
+  if (!texts.empty()) {
+    const Tensor<float, 2> text = text_embeddings(model, *tok, texts);  // [T, P]
+    w.add("text_embeds", text.view());
+    meta["texts"] = json_string_array(texts);
+  }
+  w.write(o.output, meta);
+  if (!g.quiet) {
+    std::printf("wrote %s: %zu image and %zu text embedding%s of size %d (%s)\n", o.output.c_str(), o.images.size(),
+                texts.size(), o.images.size() + texts.size() == 1 ? "" : "s", Model::projection_dim(), Model::name());
+  }
+}
+
+}  // namespace detail
+
+inline int run_embed(const GlobalOptions& g, const EmbedOptions& o) {
+  std::vector<std::string> texts;
+  if (o.text_given) texts = split_list(o.text, "--text", "text");
+  if (o.images.empty() && texts.empty()) throw UsageError("nothing to embed: give image files and/or --text");
+  check_checkpoint_folder(o.checkpoint);
+  check_output_file(o.output);
+  check_image_paths(o.images);
+  std::optional<text::ClipTokenizer> tok;
+  if (!texts.empty()) tok.emplace(load_tokenizer(g.vocab, o.checkpoint));
+  with_qlip_model(o.checkpoint, [&](auto& model) { detail::embed_with(model, g, o, texts, tok ? &*tok : nullptr); });
+  return 0;
+}
+
+}  // namespace qlip::cli

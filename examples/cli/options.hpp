@@ -1,0 +1,68 @@
+/// @file options.hpp
+/// @brief The parsed command line of each `qlip` subcommand (filled by CLI11 in qlip.cpp, consumed
+///        by commands.hpp).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "progress.hpp"
+
+namespace qlip::cli {
+
+/// Options every subcommand accepts.
+struct GlobalOptions {
+  int threads = 0;     ///< 0 = leave OpenMP's default
+  bool quiet = false;  ///< no progress bar, no "wrote ..." lines
+  ProgressMode progress = ProgressMode::automatic;
+  std::string vocab;  ///< tokenizer: a bpe .gz file or a folder with vocab.json + merges.txt
+};
+
+struct InfoOptions {
+  std::string checkpoint;
+};
+
+struct EncodeOptions {
+  std::string checkpoint;
+  std::vector<std::string> images;
+  std::string output;
+  int group_size = 0;  ///< 0 = no group_indices tensor
+  int batch = 8;
+  std::string index_dtype = "u32";  ///< "u32" or "i64"
+};
+
+struct DecodeOptions {
+  std::string checkpoint;
+  std::string codes;
+  std::string output;  ///< folder
+  int batch = 8;
+};
+
+struct ReconstructOptions {
+  std::string checkpoint;
+  std::vector<std::string> images;
+  std::string output;  ///< grid PNG
+  int batch = 8;
+  int padding = 2;
+  int columns = 0;  ///< images per grid row pair; 0 = all images in one row
+};
+
+struct ClassifyOptions {
+  std::string checkpoint;
+  std::vector<std::string> images;
+  std::string labels;
+  std::string prompt_template = "{}";
+  int top = 0;  ///< 0 = all labels
+  int batch = 8;
+};
+
+struct EmbedOptions {
+  std::string checkpoint;
+  std::vector<std::string> images;
+  std::string text;
+  bool text_given = false;  ///< --text was on the command line (an empty value is then an error)
+  std::string output;
+  int batch = 8;
+};
+
+}  // namespace qlip::cli

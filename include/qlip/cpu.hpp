@@ -1,0 +1,15 @@
+/// @file cpu.hpp
+/// @brief The CPU backend: every op overloaded on qlip::cpu_backend (Eigen GEMM + OpenMP loops).
+#pragma once
+
+#include "qlip/cpu/activation.hpp"
+#include "qlip/cpu/attention.hpp"
+#include "qlip/cpu/bsq.hpp"
+#include "qlip/cpu/gemm.hpp"
+#include "qlip/cpu/l2_norm.hpp"
+#include "qlip/cpu/layer_norm.hpp"
+#include "qlip/cpu/patchify.hpp"
+#include "qlip/cpu/rms_norm.hpp"
+#include "qlip/cpu/rope.hpp"
+#include "qlip/cpu/softmax.hpp"
+#include "qlip/cpu/threading.hpp"

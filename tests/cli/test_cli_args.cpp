@@ -1,0 +1,258 @@
+/// @file test_cli_args.cpp
+/// @brief `qlip` argument handling, help texts, `info`, and the input/output guards that need no
+///        forward pass: every failure exits non-zero with one "qlip: error: " line and no output.
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <regex>
+
+#include "cli_test_util.hpp"
+
+namespace qlip::test::cli {
+namespace {
+
+TEST_F(CliTest, HelpListsEveryCommand) {
+  const RunResult r = run("--help");
+  QLIP_EXPECT_CLI_OK(r);
+  for (const char* cmd : {"info", "encode", "decode", "reconstruct", "classify", "embed", "--threads", "--quiet"})
+    EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd << "\n" << r;
+  EXPECT_TRUE(r.err.empty()) << r;
+}
+
+TEST_F(CliTest, EveryCommandHasHelpWithExamples) {
+  for (const char* cmd : {"info", "encode", "decode", "reconstruct", "classify", "embed"}) {
+    const RunResult r = run(std::string(cmd) + " --help");
+    QLIP_EXPECT_CLI_OK(r);
+    EXPECT_NE(r.out.find("Examples:"), std::string::npos) << r;
+    EXPECT_NE(r.out.find(std::string("qlip ") + cmd), std::string::npos) << r;
+  }
+}
+
+TEST_F(CliTest, Version) {
+  const RunResult r = run("--version");
+  QLIP_EXPECT_CLI_OK(r);
+  EXPECT_NE(r.out.find("0."), std::string::npos) << r;
+}
+
+TEST_F(CliTest, NoCommandIsAnError) {
+  QLIP_EXPECT_CLI_FAILS(*this, run(""), "subcommand");
+}
+
+TEST_F(CliTest, UnknownCommandIsNamed) {
+  QLIP_EXPECT_CLI_FAILS(*this, run("bogus " + q(kTiny)), "unknown command 'bogus'");
+  QLIP_EXPECT_CLI_FAILS(*this, run("--threads 2 encdoe x"), "unknown command 'encdoe'");
+}
+
+TEST_F(CliTest, UnknownOptionIsAnError) {
+  QLIP_EXPECT_CLI_FAILS(*this, run("info " + q(kTiny) + " --frobnicate"), "frobnicate");
+}
+
+TEST_F(CliTest, MissingRequiredOutput) {
+  const std::string img = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(*this, run("encode " + q(kTiny) + " " + q(img)), "--output");
+}
+
+TEST_F(CliTest, ThreadsMustBePositive) {
+  QLIP_EXPECT_CLI_FAILS(*this, run("--threads 0 info " + q(kTiny)), "--threads", "got '0'");
+  QLIP_EXPECT_CLI_FAILS(*this, run("info " + q(kTiny) + " --threads x"), "--threads");
+}
+
+TEST_F(CliTest, BatchMustBePositive) {
+  const std::string img = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(
+      *this, run("encode " + q(kTiny) + " " + q(img) + " -o " + q(out("c.safetensors")) + " --batch 0"), "--batch");
+}
+
+TEST_F(CliTest, InfoDescribesTheTinyCheckpoint) {
+  const RunResult r = run("info " + q(kTiny));
+  QLIP_EXPECT_CLI_OK(r);
+  EXPECT_NE(r.out.find("qlip-test-tiny"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("32x32 px, patch 8, grid 4x4 = 16 tokens"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("width 64, depth 2, heads 4"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("q/k/v bias yes/no/yes, sub-LN yes, SwiGLU yes, RoPE yes"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("28 bits/token"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("F32"), std::string::npos) << r;
+  // The parameter count with thousands separators.
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(parameters +[0-9]{1,3}(,[0-9]{3})+ )"))) << r;
+}
+
+TEST_F(CliTest, InfoDescribesThePlainCheckpoint) {
+  const RunResult r = run("info " + q(kPlain));
+  QLIP_EXPECT_CLI_OK(r);
+  EXPECT_NE(r.out.find("qlip-test-plain"), std::string::npos) << r;
+  EXPECT_NE(r.out.find("sub-LN no, SwiGLU no"), std::string::npos) << r;
+}
+
+TEST_F(CliTest, InfoWarnsAboutExtraTensors) {
+  // A copy of the checkpoint with one tensor the model does not know.
+  const std::string ck = path("extra");
+  fs::create_directory(ck);
+  for (const char* f : {"config.json", "preprocessor_config.json"}) fs::copy_file(kTiny + "/" + f, ck + "/" + f);
+  const SafetensorsFile file = SafetensorsFile::open(kTiny + "/model.safetensors");
+  std::vector<SafetensorsEntry> entries;
+  for (const auto& t : file.tensors()) entries.push_back({t.name, t.dtype, t.shape, file.bytes(t.name).data()});
+  const float extra[3] = {1, 2, 3};
+  entries.push_back({"some_module.unused_weight", DType::f32, {3}, extra});
+  write_safetensors(ck + "/model.safetensors", entries);
+  const RunResult r = run("info " + q(ck));
+  QLIP_EXPECT_CLI_OK(r);
+  EXPECT_NE(r.out.find("some_module.unused_weight"), std::string::npos) << r;
+}
+
+TEST_F(CliTest, MissingCheckpointFolder) {
+  const std::string img = make_png("a.png", 40, 40);
+  const std::string missing = path("no_such_checkpoint");
+  QLIP_EXPECT_CLI_FAILS(*this, run("info " + q(missing)), "checkpoint folder", "no_such_checkpoint", "does not exist");
+  QLIP_EXPECT_CLI_FAILS(*this, run("encode " + q(missing) + " " + q(img) + " -o " + q(out("c.safetensors"))),
+                        "does not exist");
+  QLIP_EXPECT_CLI_FAILS(*this, run("reconstruct " + q(missing) + " " + q(img) + " -o " + q(out("g.png"))),
+                        "does not exist");
+}
+
+TEST_F(CliTest, CheckpointThatIsAFile) {
+  const std::string img = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(*this, run("info " + q(img)), "is not a folder");
+}
+
+TEST_F(CliTest, CheckpointWithoutWeights) {
+  const std::string ck = path("empty_ck");
+  fs::create_directory(ck);
+  fs::copy_file(kTiny + "/config.json", ck + "/config.json");
+  QLIP_EXPECT_CLI_FAILS(*this, run("info " + q(ck)), "model.safetensors");
+}
+
+TEST_F(CliTest, MissingTensorIsNamed) {
+  const std::string ck = copy_checkpoint(kTiny, "broken", "vision_decoder.conv_out.weight");
+  const std::string img = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(*this, run("encode " + q(ck) + " " + q(img) + " -o " + q(out("c.safetensors"))),
+                        "vision_decoder.conv_out.weight");
+  const std::string ck2 = copy_checkpoint(kTiny, "broken2", "vision_model.encoder.layers.1.mlp.w3.weight");
+  QLIP_EXPECT_CLI_FAILS(*this, run("reconstruct " + q(ck2) + " " + q(img) + " -o " + q(out("g.png"))),
+                        "vision_model.encoder.layers.1.mlp.w3.weight");
+}
+
+TEST_F(CliTest, CorruptWeightsFile) {
+  const std::string ck = path("corrupt_ck");
+  fs::create_directory(ck);
+  fs::copy_file(kTiny + "/config.json", ck + "/config.json");
+  std::ofstream(ck + "/model.safetensors") << "this is not a safetensors file at all";
+  QLIP_EXPECT_CLI_FAILS(*this, run("info " + q(ck)), "model.safetensors");
+}
+
+TEST_F(CliTest, NonImageFile) {
+  const std::string txt = path("notes.png");
+  std::ofstream(txt) << "I am text pretending to be a PNG\n";
+  QLIP_EXPECT_CLI_FAILS(*this, run("encode " + q(kTiny) + " " + q(txt) + " -o " + q(out("c.safetensors"))),
+                        "notes.png");
+  QLIP_EXPECT_CLI_FAILS(*this, run("reconstruct " + q(kTiny) + " " + q(txt) + " -o " + q(out("g.png"))), "notes.png");
+}
+
+TEST_F(CliTest, MissingImageFile) {
+  const std::string good = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(
+      *this, run("encode " + q(kTiny) + " " + q(good) + " " + q(path("nope.jpg")) + " -o " + q(out("c.safetensors"))),
+      "nope.jpg");
+}
+
+TEST_F(CliTest, ImageSmallerThanOnePatch) {
+  // qlip-test-tiny has 8-pixel patches: 7 pixels on the short side is too small even though
+  // preprocessing would resize it.
+  const std::string small = make_png("small.png", 40, 7);
+  QLIP_EXPECT_CLI_FAILS(*this, run("encode " + q(kTiny) + " " + q(small) + " -o " + q(out("c.safetensors"))),
+                        "small.png", "40x7", "8x8 patch");
+  // Exactly one patch is accepted.
+  const std::string ok = make_png("ok.png", 8, 8);
+  QLIP_EXPECT_CLI_OK(run("encode " + q(kTiny) + " " + q(ok) + " -o " + q(out("c.safetensors"))));
+}
+
+TEST_F(CliTest, BadImageInALaterBatchLeavesNoOutput) {
+  const std::string a = make_png("a.png", 40, 40, 1);
+  const std::string b = make_png("b.png", 40, 40, 2);
+  const std::string bad = path("bad.png");
+  std::ofstream(bad) << "garbage";
+  QLIP_EXPECT_CLI_FAILS(
+      *this,
+      run("encode " + q(kTiny) + " " + q(a) + " " + q(b) + " " + q(bad) + " --batch 1 -o " + q(out("c.safetensors"))),
+      "bad.png");
+}
+
+TEST_F(CliTest, OutputFolderMissingOrNotAFolder) {
+  const std::string img = make_png("a.png", 40, 40);
+  // A regular file where a folder is expected: not writable even for root.
+  const std::string file = out("file.txt");
+  { std::ofstream(file) << "x"; }
+  auto fails_with_only_file = [&](const RunResult& r, const std::string& needle) {
+    EXPECT_NE(r.code, 0) << r;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r;
+    EXPECT_EQ(r.err.rfind("qlip: error: ", 0), 0u) << r;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r;
+    EXPECT_EQ(out_entries(), std::vector<std::string>{file}) << r;
+  };
+  fails_with_only_file(run("encode " + q(kTiny) + " " + q(img) + " -o " + q(file + "/c.safetensors")), "not a folder");
+  fails_with_only_file(run("reconstruct " + q(kTiny) + " " + q(img) + " -o " + q(file + "/g.png")), "not a folder");
+  fails_with_only_file(run("embed " + q(kTiny) + " " + q(img) + " -o " + q(file + "/e.safetensors")), "not a folder");
+  fails_with_only_file(run("encode " + q(kTiny) + " " + q(img) + " -o " + q(out("missing/c.safetensors"))),
+                       "does not exist");
+  fs::remove(file);
+  // -o naming an existing folder.
+  QLIP_EXPECT_CLI_FAILS(*this, run("encode " + q(kTiny) + " " + q(img) + " -o " + q(out_dir())), "is a folder");
+}
+
+TEST_F(CliTest, OutputFolderNotWritable) {
+  if (::geteuid() == 0)
+    GTEST_SKIP() << "running as root: permission bits do not stop writes (the not-a-folder case is "
+                    "covered by OutputFolderMissingOrNotAFolder)";
+  const std::string img = make_png("a.png", 40, 40);
+  fs::permissions(out_dir(), fs::perms::owner_read | fs::perms::owner_exec);
+  const RunResult r = run("encode " + q(kTiny) + " " + q(img) + " -o " + q(out("c.safetensors")));
+  fs::permissions(out_dir(), fs::perms::owner_all);
+  QLIP_EXPECT_CLI_FAILS(*this, r, "not writable");
+}
+
+TEST_F(CliTest, GroupSizeMustDivideTheCode) {
+  const std::string img = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(*this,
+                        run("encode " + q(kTiny) + " " + q(img) + " -o " + q(out("c.safetensors")) + " --group-size 5"),
+                        "--group-size 5", "1, 2, 4, 7, 14, 28");
+  QLIP_EXPECT_CLI_FAILS(
+      *this, run("encode " + q(kTiny) + " " + q(img) + " -o " + q(out("c.safetensors")) + " --index-dtype f32"),
+      "--index-dtype");
+}
+
+TEST_F(CliTest, EmptyLabelList) {
+  const std::string img = make_png("a.png", 40, 40);
+  const std::string vocab = vocab_gz().empty() ? std::string() : " --vocab " + q(vocab_gz());
+  const RunResult r = run("classify " + q(kTiny) + " " + q(img) + " --labels ''" + vocab);
+  QLIP_EXPECT_CLI_FAILS(*this, r, "empty label list");
+  EXPECT_TRUE(r.out.empty()) << r;
+  QLIP_EXPECT_CLI_FAILS(*this, run("classify " + q(kTiny) + " " + q(img) + " --labels ' , '" + vocab),
+                        "label 1 of 2 is empty");
+  QLIP_EXPECT_CLI_FAILS(*this, run("classify " + q(kTiny) + " " + q(img) + " --labels 'a dog,,a cat'" + vocab),
+                        "label 2 of 3 is empty");
+}
+
+TEST_F(CliTest, TemplateNeedsAPlaceholder) {
+  const std::string img = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(*this, run("classify " + q(kTiny) + " " + q(img) + " --labels 'a,b' --template 'a photo'"),
+                        "--template", "{}");
+}
+
+TEST_F(CliTest, ClassifyWithoutVocabularySaysWhereToGetOne) {
+  const std::string img = make_png("a.png", 40, 40);
+  QLIP_EXPECT_CLI_FAILS(*this, run("classify " + q(kTiny) + " " + q(img) + " --labels 'a,b'", "QLIP_VOCAB= "),
+                        "no tokenizer vocabulary", "--vocab");
+  QLIP_EXPECT_CLI_FAILS(*this,
+                        run("classify " + q(kTiny) + " " + q(img) + " --labels 'a,b' --vocab " + q(path("nope.gz"))),
+                        "--vocab", "nope.gz");
+}
+
+TEST_F(CliTest, EmbedNeedsSomething) {
+  QLIP_EXPECT_CLI_FAILS(*this, run("embed " + q(kTiny) + " -o " + q(out("e.safetensors"))), "nothing to embed");
+  QLIP_EXPECT_CLI_FAILS(*this, run("embed " + q(kTiny) + " --text '' -o " + q(out("e.safetensors"))),
+                        "empty text list");
+}
+
+}  // namespace
+}  // namespace qlip::test::cli
