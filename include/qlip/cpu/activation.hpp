@@ -6,6 +6,8 @@
 /// bit for bit (no reduction is involved).
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -15,6 +17,37 @@
 #include "qlip/core/tensor.hpp"
 
 namespace qlip::detail::cpu {
+
+/// e^x for float x without branches, so loops over it auto-vectorise (std::exp does not, unless
+/// the build sets -fno-math-errno). Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2, then the
+/// degree-6 minimax polynomial of Cephes' expf; error ≤ 2 ulp over the clamped range
+/// [−87.3, 88.3] (inputs outside are clamped: e^x saturates at ~1.2e−38 / ~2.2e38, never inf/0,
+/// which callers below rely on). NaN is not propagated. tests/cpu/test_fast_math.cpp checks it.
+inline float exp_fast(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;      // ln2 split: high part exact in n·hi for |n| ≤ 128
+  r = r - n * -2.12194440e-4f;         // low part
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const auto bits = static_cast<std::uint32_t>(static_cast<std::int32_t>(n) + 127) << 23;  // 2^n, n in [−126, 128)
+  return p * std::bit_cast<float>(bits);
+}
+
+/// SiLU x·σ(x) = x / (1 + e^−x) through exp_fast: within a few ulp of math::silu (relative error
+/// ≤ ~5e−7 where |silu(x)| ≥ 1e−30). Below x = −88 (true |silu| < 1e−36) x is clamped to −88, so the
+/// result is ~−5e−37 rather than the exact tiny value or −0; NaN propagates.
+/// Used by the fused SwiGLU of nn/encoder_layer.hpp; ops::silu/ops::swiglu stay on math::silu.
+inline float silu_fast(float x) {
+  x = std::max(x, -88.0f);
+  return x / (1.0f + exp_fast(-x));
+}
+
 /// y(i, j) = f(x(i, j)); y may alias x (same view).
 template <class F>
 void activation_map_rows(HostView<const float, 2> x, HostView<float, 2> y, const char* what, F f) {

@@ -8,14 +8,25 @@
 /// (e.g. every other column) are copied to a contiguous temporary first: that is the only place
 /// these ops allocate, and no model layout takes it.
 ///
+/// Threading: linear() splits its output into one slab per OpenMP thread (rows, or columns when
+/// there are too few rows) and runs one single-threaded Eigen GEMM per slab inside a single
+/// parallel region. Eigen's own parallel GEMM shares packed blocks between threads and spin-waits
+/// on them once per depth block; on a shared, oversubscribed 2-core machine a descheduled partner
+/// stalls every one of those waits. Independent slabs meet once, at the end of the region.
+/// linear_rows() is the serial slab kernel, for callers that fuse several row-local ops into one
+/// parallel region (nn/encoder_layer.hpp); it can also accumulate into y (a fused residual add).
+///
 /// Preconditions (not checked): the output does not overlap the inputs.
 #pragma once
+
+#include <omp.h>
 
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
@@ -74,9 +85,11 @@ inline HostView<float, 2> contiguous_copy(const HostView<const float, 2>& v, Ali
 }
 
 /// The one Eigen call behind gemm and linear, on already-checked shapes with M, N, K ≥ 1:
-///   bias given: c = a·b + bias (bias broadcast over rows; alpha = 1, beta = 0 assumed)
+///   bias given: c = a·b + bias (bias broadcast over rows; alpha = 1, beta = 0 assumed),
+///               or c = c + bias + a·b when beta == 1 (the fused residual add of linear_rows)
 ///   otherwise:  c = alpha·a·b + beta·c (beta == 0 does not read c)
 /// Strided operands are copied here; a strided c is computed in a temporary and copied back.
+/// Eigen parallelises the product itself only when called outside an OpenMP parallel region.
 inline void gemm_eigen(HostView<const float, 2> a, HostView<const float, 2> b, HostView<float, 2> c,
                        float alpha, float beta, const HostView<const float, 1>* bias) {
   AlignedBuffer<float> a_tmp, b_tmp, c_tmp;
@@ -93,7 +106,7 @@ inline void gemm_eigen(HostView<const float, 2> a, HostView<const float, 2> b, H
   const bool c_strided = mc.layout == MatrixLayout::strided;
   if (c_strided) {
     // beta == 0 must not read c: only copy it in when it contributes.
-    if (beta != 0.0f && bias == nullptr) {
+    if (beta != 0.0f) {
       c_work = contiguous_copy(c, c_tmp);
     } else {
       c_tmp = AlignedBuffer<float>(c.numel(), false);
@@ -110,7 +123,11 @@ inline void gemm_eigen(HostView<const float, 2> a, HostView<const float, 2> b, H
           // fused bias costs no extra pass over c.
           Eigen::Map<const Eigen::RowVectorXf, Eigen::Unaligned, Eigen::InnerStride<>> bias_row(
               bias->data(), bias->size(0), Eigen::InnerStride<>(bias->stride(0)));
-          C.rowwise() = bias_row;
+          if (beta == 0.0f) {
+            C.rowwise() = bias_row;
+          } else {
+            C.rowwise() += bias_row;
+          }
           C.noalias() += A * B;
         } else if (beta == 0.0f) {
           C.noalias() = alpha * A * B;  // scalar factor folds into the GEMM's alpha
@@ -126,6 +143,25 @@ inline void gemm_eigen(HostView<const float, 2> a, HostView<const float, 2> b, H
     for (std::int64_t i = 0; i < c.size(0); ++i)
       for (std::int64_t j = 0; j < c.size(1); ++j) c(i, j) = c_work(i, j);
   }
+}
+
+/// Threads linear() gives a product of this size: one per ~1 MFLOP of work, at most num_threads(),
+/// and 1 when already inside a parallel region.
+inline int linear_threads(std::int64_t m, std::int64_t k, std::int64_t n) {
+  if (omp_in_parallel()) return 1;
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const auto by_work = static_cast<std::int64_t>(work / 5.0e5);
+  return static_cast<int>(std::clamp<std::int64_t>(by_work, 1, std::max(omp_get_max_threads(), 1)));
+}
+
+/// [begin, end) of part `i` of `parts` equal parts of [0, n), boundaries rounded to `align`.
+inline std::pair<std::int64_t, std::int64_t> split_range(std::int64_t n, int i, int parts, std::int64_t align = 1) {
+  auto at = [&](int j) {
+    if (j >= parts) return n;
+    const std::int64_t b = n * j / parts;
+    return std::min(n, (b + align / 2) / align * align);
+  };
+  return {at(i), at(i + 1)};
 }
 
 /// c = beta·c over any strides (the K == 0 / alpha == 0 case); beta == 0 writes zeros, reads nothing.
@@ -173,7 +209,49 @@ inline void linear(cpu_backend, HostView<const float, 2> x, HostView<const float
       for (std::int64_t j = 0; j < y.size(1); ++j) y(i, j) = has_bias ? bias(j) : 0.0f;
     return;
   }
-  detail::cpu::gemm_eigen(x, w.transpose(0, 1), y, 1.0f, 0.0f, has_bias ? &bias : nullptr);
+  const std::int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  const int threads = detail::cpu::linear_threads(m, k, n);
+  if (threads <= 1) {
+    detail::cpu::gemm_eigen(x, w.transpose(0, 1), y, 1.0f, 0.0f, has_bias ? &bias : nullptr);
+    return;
+  }
+  // One independent slab per thread: rows when each thread gets ≥ 32 of them, else columns
+  // (whole 16-wide panels), so no thread waits on another before the region ends.
+  const bool by_rows = m >= 32 * threads;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    if (by_rows) {
+      const auto [r0, r1] = detail::cpu::split_range(m, t, nt);
+      if (r1 > r0)
+        detail::cpu::gemm_eigen(x.slice(0, r0, r1), w.transpose(0, 1), y.slice(0, r0, r1), 1.0f, 0.0f,
+                                has_bias ? &bias : nullptr);
+    } else {
+      const auto [c0, c1] = detail::cpu::split_range(n, t, nt, 16);
+      if (c1 > c0) {
+        const HostView<const float, 1> bias_part = has_bias ? bias.slice(0, c0, c1) : HostView<const float, 1>();
+        detail::cpu::gemm_eigen(x, w.slice(0, c0, c1).transpose(0, 1), y.slice(1, c0, c1), 1.0f, 0.0f,
+                                has_bias ? &bias_part : nullptr);
+      }
+    }
+  }
+}
+
+/// Serial y (+)= x·wᵀ + bias on the calling thread, for row slabs inside a caller's parallel region
+/// (Eigen runs single-threaded there). accumulate: y ← y + bias + x·wᵀ (bias added to y first, then
+/// the product accumulated in the GEMM: a residual add with no extra pass over the product).
+/// Shapes as linear(); no checks beyond those (the caller checked the whole tensors).
+inline void linear_rows(cpu_backend, HostView<const float, 2> x, HostView<const float, 2> w,
+                        HostView<const float, 1> bias, HostView<float, 2> y, bool accumulate) {
+  if (y.numel() == 0) return;
+  const bool has_bias = !bias.empty();
+  if (x.size(1) == 0) {
+    for (std::int64_t i = 0; i < y.size(0); ++i)
+      for (std::int64_t j = 0; j < y.size(1); ++j)
+        y(i, j) = (accumulate ? y(i, j) : 0.0f) + (has_bias ? bias(j) : 0.0f);
+    return;
+  }
+  detail::cpu::gemm_eigen(x, w.transpose(0, 1), y, 1.0f, accumulate ? 1.0f : 0.0f, has_bias ? &bias : nullptr);
 }
 
 }  // namespace ops

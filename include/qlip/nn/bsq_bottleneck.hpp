@@ -25,6 +25,7 @@
 #include "qlip/cpu/activation.hpp"
 #include "qlip/cpu/bsq.hpp"
 #include "qlip/cpu/l2_norm.hpp"
+#include "qlip/cpu/profile.hpp"
 #include "qlip/model/config.hpp"
 #include "qlip/nn/parameters.hpp"
 
@@ -72,6 +73,7 @@ class BsqBottleneck {
     check_shape(z, {m, D}, "bsq encode: z");
     check_shape(u, {m, kL}, "bsq encode: u");
     check_shape(bits, {m, kL}, "bsq encode: bits");
+    QLIP_PROFILE_SCOPE("bsq encode");
     ArenaScope scope(ws);
     HostView<float, 2> hidden = ws.tensor<float, 2>({m, D});                                // [M, D]
     HostView<float, 2> h = pre_norm.empty() ? ws.tensor<float, 2>({m, kL}) : pre_norm;        // [M, L]
@@ -100,6 +102,7 @@ class BsqBottleneck {
     const std::int64_t m = q.size(0);
     check_shape(q, {m, kL}, "bsq decode: q");
     check_shape(zhat, {m, kDq}, "bsq decode: zhat");
+    QLIP_PROFILE_SCOPE("bsq decode");
     ArenaScope scope(ws);
     HostView<float, 2> hidden = ws.tensor<float, 2>({m, kDq});  // [M, Dq]
     post_fc_.forward(B{}, q, hidden);

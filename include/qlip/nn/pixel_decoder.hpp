@@ -15,6 +15,7 @@
 #include "qlip/core/tensor.hpp"
 #include "qlip/cpu/activation.hpp"
 #include "qlip/cpu/patchify.hpp"
+#include "qlip/cpu/profile.hpp"
 #include "qlip/model/config.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
@@ -70,9 +71,12 @@ class PixelDecoder {
     check_shape(img, {batch, V.channels, V.image_size, V.image_size}, "pixel decoder: img");
     ArenaScope scope(ws);
     HostView<float, 3> x = ws.tensor<float, 3>({batch, kN, kD});  // [B, N, D]
-    for (std::int64_t b = 0; b < batch; ++b)
-      for (std::int64_t n = 0; n < kN; ++n)
-        for (std::int64_t j = 0; j < kD; ++j) x(b, n, j) = position_(n, j) + zhat(b, n, j);
+    {
+      QLIP_PROFILE_SCOPE("decoder positions");
+      for (std::int64_t b = 0; b < batch; ++b)
+        for (std::int64_t n = 0; n < kN; ++n)
+          for (std::int64_t j = 0; j < kD; ++j) x(b, n, j) = position_(n, j) + zhat(b, n, j);
+    }
     if (!keep.empty() && !keep[0].empty()) Stack::copy(x, keep[0]);
     const RopeSpec rope{rope_.cos.view(), rope_.sin.view(), 0};
     LayerArgs args{rt_.layer_norm_eps, rt_.act, rt_.rope ? &rope : nullptr, AttentionMask::none};
@@ -81,6 +85,7 @@ class PixelDecoder {
     HostView<float, 2> h = ws.tensor<float, 2>({m, kD});          // [M, D]
     HostView<float, 2> f = ws.tensor<float, 2>({m, kI});          // [M, I]
     HostView<float, 2> p = ws.tensor<float, 2>({m, kPatchDim});   // [M, C·p·p]
+    QLIP_PROFILE_SCOPE("decoder head");
     norm_.forward(B{}, x2, h);
     ffn_.forward(B{}, h, f);
     ops::tanh_act(B{}, f, f);

@@ -15,6 +15,7 @@
 #include "qlip/core/backend.hpp"
 #include "qlip/core/tensor.hpp"
 #include "qlip/cpu/patchify.hpp"
+#include "qlip/cpu/profile.hpp"
 #include "qlip/model/config.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
@@ -74,6 +75,7 @@ class VisionEncoder {
     check_shape(x, {batch, kT, kD}, "vision encoder: x");
     QLIP_CHECK(x.is_contiguous(), "vision encoder: x must be contiguous");
     {
+      QLIP_PROFILE_SCOPE("patch embed");
       ArenaScope scope(ws);
       HostView<float, 3> patches = ws.tensor<float, 3>({batch, kN, kPatchDim});  // [B, N, C·p·p]
       ops::patchify(B{}, pixels, V.patch_size, patches);
@@ -95,6 +97,7 @@ class VisionEncoder {
 
   /// CLS path: cls[B, D] = post_layernorm(x[:, 0]); embeds[B, P] = visual_projection(cls) (raw).
   void project_cls(HostView<const float, 3> x, HostView<float, 2> cls, HostView<float, 2> embeds) const {
+    QLIP_PROFILE_SCOPE("cls projection");
     post_layernorm_.forward(B{}, x.select(1, 0), cls);
     projection_.forward(B{}, cls, embeds);
   }
