@@ -13,6 +13,20 @@
 
 namespace qlip {
 
+namespace detail {
+/// The IEEE bits of a float32 and back (memcpy, so it also works in CUDA device code).
+QLIP_HOST_DEVICE inline std::uint32_t f32_to_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+QLIP_HOST_DEVICE inline float f32_from_bits(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace detail
+
 /// bfloat16 storage: the top 16 bits of an IEEE float32. Arithmetic happens in float.
 struct bf16 {
   std::uint16_t bits = 0;
@@ -21,15 +35,11 @@ struct bf16 {
   QLIP_HOST_DEVICE explicit operator float() const { return to_float(bits); }
 
   QLIP_HOST_DEVICE static float to_float(std::uint16_t b) {
-    std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
+    return detail::f32_from_bits(static_cast<std::uint32_t>(b) << 16);
   }
   /// Round to nearest, ties to even; NaN stays a quiet NaN.
   QLIP_HOST_DEVICE static std::uint16_t from_float(float f) {
-    std::uint32_t u;
-    std::memcpy(&u, &f, 4);
+    const std::uint32_t u = detail::f32_to_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
     std::uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
     return static_cast<std::uint16_t>((u + rounding) >> 16);
@@ -64,14 +74,11 @@ struct f16 {
     } else {
       u = sign | ((exp + 112u) << 23) | (mant << 13);
     }
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
+    return detail::f32_from_bits(u);
   }
   /// Round to nearest, ties to even, with overflow to inf and gradual underflow.
   QLIP_HOST_DEVICE static std::uint16_t from_float(float f) {
-    std::uint32_t u;
-    std::memcpy(&u, &f, 4);
+    const std::uint32_t u = detail::f32_to_bits(f);
     std::uint32_t sign = (u >> 16) & 0x8000u;
     std::uint32_t abs = u & 0x7fffffffu;
     if (abs > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);  // NaN

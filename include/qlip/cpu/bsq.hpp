@@ -23,9 +23,8 @@ inline void bsq_quantize(cpu_backend,
                          HostView<std::uint8_t, 2> bits,  // [M, L]
                          HostView<float, 2> codes,        // [M, L]
                          float scale) {
+  detail::check_bsq_quantize_args(u, bits, codes);
   const std::int64_t m = u.size(0), l = u.size(1);
-  check_shape(bits, {m, l}, "bsq_quantize bits");
-  check_shape(codes, {m, l}, "bsq_quantize codes");
 #pragma omp parallel for schedule(static) if (m * l >= 65536)
   for (std::int64_t i = 0; i < m; ++i) {
     const float* ur = u.data() + i * u.stride(0);
@@ -43,9 +42,8 @@ inline void bsq_quantize(cpu_backend,
 inline void bits_to_index(cpu_backend,
                           HostView<const std::uint8_t, 2> bits,  // [M, L]
                           HostView<std::uint32_t, 1> idx) {      // [M]
+  detail::check_bits_to_index_args(bits, idx);
   const std::int64_t m = bits.size(0), l = bits.size(1);
-  detail::bsq_check_code_width(l, "bits_to_index");
-  check_shape(idx, {m}, "bits_to_index output idx");
 #pragma omp parallel for schedule(static) if (m * l >= 65536)
   for (std::int64_t r = 0; r < m; ++r) {
     const std::uint8_t* br = bits.data() + r * bits.stride(0);
@@ -59,9 +57,8 @@ inline void bits_to_index(cpu_backend,
 inline void index_to_bits(cpu_backend,
                           HostView<const std::uint32_t, 1> idx,  // [M]
                           HostView<std::uint8_t, 2> bits) {      // [M, L]
+  detail::check_index_to_bits_args(idx, bits);
   const std::int64_t m = idx.size(0), l = bits.size(1);
-  detail::bsq_check_code_width(l, "index_to_bits");
-  check_shape(bits, {m, l}, "index_to_bits output bits");
   for (std::int64_t r = 0; r < m; ++r) detail::bsq_check_index_fits(idx(r), l, r, "index_to_bits");
 #pragma omp parallel for schedule(static) if (m * l >= 65536)
   for (std::int64_t r = 0; r < m; ++r) {
@@ -77,9 +74,8 @@ inline void index_to_group_indices(cpu_backend,
                                    HostView<const std::uint32_t, 1> idx,  // [M]
                                    int bits_per_code, int group_size,
                                    HostView<std::uint32_t, 2> groups) {    // [M, L/g]
-  const std::int64_t g_n = detail::bsq_check_groups(bits_per_code, group_size, "index_to_group_indices");
+  const std::int64_t g_n = detail::check_index_to_group_indices_args(idx, bits_per_code, group_size, groups);
   const std::int64_t m = idx.size(0);
-  check_shape(groups, {m, g_n}, "index_to_group_indices output groups");
   for (std::int64_t r = 0; r < m; ++r)
     detail::bsq_check_index_fits(idx(r), bits_per_code, r, "index_to_group_indices");
 #pragma omp parallel for schedule(static) if (m * g_n >= 65536)
@@ -93,14 +89,10 @@ inline void group_indices_to_index(cpu_backend,
                                    HostView<const std::uint32_t, 2> groups,  // [M, G]
                                    int group_size,
                                    HostView<std::uint32_t, 1> idx) {         // [M]
+  detail::check_group_indices_to_index_args(groups, group_size, idx);
   const std::int64_t m = groups.size(0), g_n = groups.size(1);
-  QLIP_CHECK(group_size >= 1, "group_indices_to_index: group size must be positive, got ", group_size);
-  detail::bsq_check_code_width(g_n * group_size, "group_indices_to_index");
-  check_shape(idx, {m}, "group_indices_to_index output idx");
   for (std::int64_t r = 0; r < m; ++r)
-    for (std::int64_t j = 0; j < g_n; ++j)
-      QLIP_CHECK(group_size >= 32 || (groups(r, j) >> group_size) == 0u, "group_indices_to_index: group index ",
-                 groups(r, j), " at [", r, ", ", j, "] does not fit in ", group_size, " bits");
+    for (std::int64_t j = 0; j < g_n; ++j) detail::bsq_check_group_index_fits(groups(r, j), group_size, r, j);
 #pragma omp parallel for schedule(static) if (m * g_n >= 65536)
   for (std::int64_t r = 0; r < m; ++r) {
     std::uint64_t v = 0;  // 64-bit so a shift by g = 32 (one group) stays defined
@@ -114,8 +106,8 @@ inline void bits_to_codes(cpu_backend,
                           HostView<const std::uint8_t, 2> bits,  // [M, L]
                           float scale,
                           HostView<float, 2> codes) {            // [M, L]
+  detail::check_bits_to_codes_args(bits, codes);
   const std::int64_t m = bits.size(0), l = bits.size(1);
-  check_shape(codes, {m, l}, "bits_to_codes output codes");
 #pragma omp parallel for schedule(static) if (m * l >= 65536)
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < l; ++j) codes(i, j) = math::bsq_code(bits(i, j) != 0, scale);

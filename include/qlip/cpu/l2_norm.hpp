@@ -10,6 +10,7 @@
 #include "qlip/core/backend.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
+#include "qlip/reference/l2_norm.hpp"
 
 namespace qlip::detail::cpu {
 template <bool kUnit>
@@ -32,8 +33,8 @@ inline void l2_normalize_rows(cpu_backend,
                               HostView<const float, 2> x,  // [M, D]
                               HostView<float, 2> y,        // [M, D]
                               float eps = 1e-12f) {
+  detail::check_l2_normalize_rows_args(x, y);
   const std::int64_t m = x.size(0), d = x.size(1);
-  check_shape(y, {m, d}, "l2_normalize_rows output y");
   const bool unit = x.stride(1) == 1 && y.stride(1) == 1;
 #pragma omp parallel for schedule(static) if (m * d >= 16384)
   for (std::int64_t i = 0; i < m; ++i) {

@@ -13,6 +13,7 @@
 #include "qlip/core/backend.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
+#include "qlip/reference/layer_norm.hpp"
 
 namespace qlip::detail::cpu {
 /// One row; kUnit fixes every stride to 1 so the compiler emits contiguous SIMD loops.
@@ -46,11 +47,8 @@ inline void layer_norm(cpu_backend,
                        HostView<const float, 1> beta,   // [D]
                        float eps,
                        HostView<float, 2> y) {          // [M, D]
+  detail::check_layer_norm_args(x, gamma, beta, y);
   const std::int64_t m = x.size(0), d = x.size(1);
-  check_shape(y, {m, d}, "layer_norm output y");
-  check_shape(gamma, {d}, "layer_norm gamma");
-  check_shape(beta, {d}, "layer_norm beta");
-  QLIP_CHECK(d > 0, "layer_norm needs a non-empty normalised dimension");
   const bool unit = x.stride(1) == 1 && y.stride(1) == 1 && gamma.stride(0) == 1 && beta.stride(0) == 1;
   // Below ~16k elements the fork/join costs more than the work.
 #pragma omp parallel for schedule(static) if (m * d >= 16384)

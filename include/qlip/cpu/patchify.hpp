@@ -57,8 +57,7 @@ inline void unpatchify(cpu_backend,
                        int p,
                        HostView<float, 4> img) {          // [B, C, H, W]
   const std::int64_t pp = p;
-  const std::int64_t grid_w =
-      detail::check_patch_shapes(img.shape(), pp, patches.shape(), "unpatchify");
+  const std::int64_t grid_w = detail::check_patch_shapes(img.shape(), pp, patches.shape(), "unpatchify");
   const std::int64_t b_n = img.size(0), c_n = img.size(1), n_tok = patches.size(1);
   float* tok_base = const_cast<float*>(patches.data());  // only read (see patchify)
 #pragma omp parallel for schedule(static) if (patches.numel() >= 16384)

@@ -11,6 +11,7 @@
 #include "qlip/core/backend.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
+#include "qlip/reference/rms_norm.hpp"
 
 namespace qlip::detail::cpu {
 template <bool kUnit>
@@ -34,10 +35,8 @@ inline void rms_norm(cpu_backend,
                      HostView<const float, 1> weight,  // [D]
                      float eps,
                      HostView<float, 2> y) {           // [M, D]
+  detail::check_rms_norm_args(x, weight, y);
   const std::int64_t m = x.size(0), d = x.size(1);
-  check_shape(y, {m, d}, "rms_norm output y");
-  check_shape(weight, {d}, "rms_norm weight");
-  QLIP_CHECK(d > 0, "rms_norm needs a non-empty normalised dimension");
   const bool unit = x.stride(1) == 1 && y.stride(1) == 1 && weight.stride(0) == 1;
 #pragma omp parallel for schedule(static) if (m * d >= 16384)
   for (std::int64_t i = 0; i < m; ++i) {

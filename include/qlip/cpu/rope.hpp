@@ -26,12 +26,8 @@ inline void apply_rope_interleaved(cpu_backend,
                                    HostView<const float, 2> cos,  // [P, Dh]
                                    HostView<const float, 2> sin,  // [P, Dh]
                                    std::int64_t first_token) {
-  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
-  check_shape(cos, {p_n, dh}, "apply_rope_interleaved cos");
-  check_shape(sin, {p_n, dh}, "apply_rope_interleaved sin");
-  QLIP_CHECK(dh % 2 == 0, "apply_rope_interleaved: head_dim must be even, got ", dh);
-  QLIP_CHECK(first_token >= 0 && first_token + p_n <= t_n, "apply_rope_interleaved: tokens [", first_token,
-             ", ", first_token + p_n, ") do not fit in a sequence of ", t_n);
+  detail::check_apply_rope_interleaved_args(x, cos, sin, first_token);
+  const std::int64_t b_n = x.size(0), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
   const std::int64_t sd = x.stride(3), cs = cos.stride(1), ss = sin.stride(1);
 #pragma omp parallel for schedule(static) if (b_n * p_n * h_n * dh >= 16384)
   for (std::int64_t bp = 0; bp < b_n * p_n; ++bp) {
@@ -56,16 +52,9 @@ inline void apply_rope_half(cpu_backend,
                             HostView<const float, 2> cos,     // [P, Dh/2]
                             HostView<const float, 2> sin,     // [P, Dh/2]
                             const std::int64_t* positions) {  // [T]
-  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
-  QLIP_CHECK(dh % 2 == 0, "apply_rope_half: head_dim must be even, got ", dh);
-  const std::int64_t half = dh / 2;
-  check_shape(cos, {p_n, half}, "apply_rope_half cos");
-  check_shape(sin, {p_n, half}, "apply_rope_half sin");
-  QLIP_CHECK(positions != nullptr || t_n == 0, "apply_rope_half: positions is null");
-  // Validate serially: an exception must not escape an OpenMP region.
-  for (std::int64_t t = 0; t < t_n; ++t)
-    QLIP_CHECK(positions[t] >= 0 && positions[t] < p_n, "apply_rope_half: position ", positions[t],
-               " of token ", t, " is outside the table of ", p_n, " positions");
+  // Validates serially (positions too): an exception must not escape an OpenMP region.
+  detail::check_apply_rope_half_args(x, cos, sin, positions);
+  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), dh = x.size(3), half = dh / 2;
   const std::int64_t sd = x.stride(3), cs = cos.stride(1), ss = sin.stride(1);
 #pragma omp parallel for schedule(static) if (b_n * t_n * h_n * dh >= 16384)
   for (std::int64_t bt = 0; bt < b_n * t_n; ++bt) {

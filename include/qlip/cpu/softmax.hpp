@@ -13,6 +13,7 @@
 #include "qlip/core/backend.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
+#include "qlip/reference/softmax.hpp"
 
 namespace qlip::detail::cpu {
 template <bool kUnit>
@@ -39,8 +40,8 @@ namespace qlip::ops {
 inline void softmax_rows(cpu_backend,
                          HostView<const float, 2> x,  // [M, N]
                          HostView<float, 2> y) {      // [M, N]
+  detail::check_softmax_rows_args(x, y);
   const std::int64_t m = x.size(0), n = x.size(1);
-  check_shape(y, {m, n}, "softmax_rows output y");
   const bool unit = x.stride(1) == 1 && y.stride(1) == 1;
 #pragma omp parallel for schedule(static) if (m * n >= 16384)
   for (std::int64_t i = 0; i < m; ++i) {

@@ -12,14 +12,22 @@
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
 
+namespace qlip::detail {
+/// Checks x[M, D] → y[M, D]. Shared by every backend's l2_normalize_rows.
+template <class M>
+void check_l2_normalize_rows_args(const TensorView<const float, 2, M>& x, const TensorView<float, 2, M>& y) {
+  check_shape(y, {x.size(0), x.size(1)}, "l2_normalize_rows output y");
+}
+}  // namespace qlip::detail
+
 namespace qlip::reference {
 
 /// Divides each row by max(its L2 norm, eps). y may alias x (same view); any strides.
 inline void l2_normalize_rows(HostView<const float, 2> x,  // [M, D]
                               HostView<float, 2> y,        // [M, D]
                               float eps = 1e-12f) {
+  detail::check_l2_normalize_rows_args(x, y);
   const std::int64_t m = x.size(0), d = x.size(1);
-  check_shape(y, {m, d}, "l2_normalize_rows output y");
   for (std::int64_t i = 0; i < m; ++i) {
     double sq = 0.0;
     for (std::int64_t j = 0; j < d; ++j) sq += static_cast<double>(x(i, j)) * x(i, j);

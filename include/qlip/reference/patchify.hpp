@@ -27,6 +27,21 @@ inline std::int64_t check_patch_shapes(const Extents<4>& img, std::int64_t p, co
              shape_string<3>(expected), " for image ", shape_string<4>(img), " and p = ", p);
   return grid_w;
 }
+
+/// The reference element order, written once for both directions: calls
+/// f(b, n, j, c, y, x) for every token element out[b, n, j] ↔ pixel img[b, c, y, x], with
+/// n = row·grid_w + col, j = c·p² + kh·p + kw, y = row·p + kh, x = col·p + kw.
+template <class F>
+void for_each_patch_element(std::int64_t b_n, std::int64_t c_n, std::int64_t n_tok, std::int64_t grid_w,
+                            std::int64_t p, F&& f) {
+  for (std::int64_t b = 0; b < b_n; ++b)
+    for (std::int64_t n = 0; n < n_tok; ++n) {
+      const std::int64_t row = n / grid_w, col = n % grid_w;
+      for (std::int64_t c = 0; c < c_n; ++c)
+        for (std::int64_t kh = 0; kh < p; ++kh)
+          for (std::int64_t kw = 0; kw < p; ++kw) f(b, n, (c * p + kh) * p + kw, c, row * p + kh, col * p + kw);
+    }
+}
 }  // namespace qlip::detail
 
 namespace qlip::reference {
@@ -37,15 +52,9 @@ inline void patchify(HostView<const float, 4> img,  // [B, C, H, W]
                      HostView<float, 3> out) {      // [B, (H/p)·(W/p), C·p·p]
   const std::int64_t pp = p;
   const std::int64_t grid_w = detail::check_patch_shapes(img.shape(), pp, out.shape(), "patchify");
-  const std::int64_t b_n = img.size(0), c_n = img.size(1), n_tok = out.size(1);
-  for (std::int64_t b = 0; b < b_n; ++b)
-    for (std::int64_t n = 0; n < n_tok; ++n) {
-      const std::int64_t row = n / grid_w, col = n % grid_w;
-      for (std::int64_t c = 0; c < c_n; ++c)
-        for (std::int64_t kh = 0; kh < pp; ++kh)
-          for (std::int64_t kw = 0; kw < pp; ++kw)
-            out(b, n, (c * pp + kh) * pp + kw) = img(b, c, row * pp + kh, col * pp + kw);
-    }
+  detail::for_each_patch_element(img.size(0), img.size(1), out.size(1), grid_w, pp,
+                                 [&](std::int64_t b, std::int64_t n, std::int64_t j, std::int64_t c, std::int64_t y,
+                                     std::int64_t x) { out(b, n, j) = img(b, c, y, x); });
 }
 
 /// The inverse of patchify: img[b, c, row·p + kh, col·p + kw] = patches[b, row·Sw + col, c·p² + kh·p + kw].
@@ -54,15 +63,9 @@ inline void unpatchify(HostView<const float, 3> patches,  // [B, (H/p)·(W/p), C
                        HostView<float, 4> img) {          // [B, C, H, W]
   const std::int64_t pp = p;
   const std::int64_t grid_w = detail::check_patch_shapes(img.shape(), pp, patches.shape(), "unpatchify");
-  const std::int64_t b_n = img.size(0), c_n = img.size(1), n_tok = patches.size(1);
-  for (std::int64_t b = 0; b < b_n; ++b)
-    for (std::int64_t n = 0; n < n_tok; ++n) {
-      const std::int64_t row = n / grid_w, col = n % grid_w;
-      for (std::int64_t c = 0; c < c_n; ++c)
-        for (std::int64_t kh = 0; kh < pp; ++kh)
-          for (std::int64_t kw = 0; kw < pp; ++kw)
-            img(b, c, row * pp + kh, col * pp + kw) = patches(b, n, (c * pp + kh) * pp + kw);
-    }
+  detail::for_each_patch_element(img.size(0), img.size(1), patches.size(1), grid_w, pp,
+                                 [&](std::int64_t b, std::int64_t n, std::int64_t j, std::int64_t c, std::int64_t y,
+                                     std::int64_t x) { img(b, c, y, x) = patches(b, n, j); });
 }
 
 }  // namespace qlip::reference

@@ -50,6 +50,38 @@ inline void rope_cos_sin_f32(float angle, float& c, float& s) {
   c = static_cast<float>(std::cos(static_cast<double>(angle)));
   s = static_cast<float>(std::sin(static_cast<double>(angle)));
 }
+
+// Argument checks of the apply ops, shared by every backend's apply_rope_* overloads.
+
+/// Checks x[B, T, H, Dh] (Dh even) against cos/sin [P, Dh], and that tokens
+/// [first_token, first_token + P) lie inside T.
+template <class M>
+void check_apply_rope_interleaved_args(const TensorView<float, 4, M>& x, const TensorView<const float, 2, M>& cos,
+                                       const TensorView<const float, 2, M>& sin, std::int64_t first_token) {
+  const std::int64_t t_n = x.size(1), dh = x.size(3), p_n = cos.size(0);
+  check_shape(cos, {p_n, dh}, "apply_rope_interleaved cos");
+  check_shape(sin, {p_n, dh}, "apply_rope_interleaved sin");
+  QLIP_CHECK(dh % 2 == 0, "apply_rope_interleaved: head_dim must be even, got ", dh);
+  QLIP_CHECK(first_token >= 0 && first_token + p_n <= t_n, "apply_rope_interleaved: tokens [", first_token,
+             ", ", first_token + p_n, ") do not fit in a sequence of ", t_n);
+}
+
+/// Checks x[B, T, H, Dh] (Dh even) against cos/sin [P, Dh/2], and that each of the T entries of
+/// positions is in [0, P). positions is read here, so it must be host-readable.
+template <class M>
+void check_apply_rope_half_args(const TensorView<float, 4, M>& x, const TensorView<const float, 2, M>& cos,
+                                const TensorView<const float, 2, M>& sin, const std::int64_t* positions) {
+  const std::int64_t t_n = x.size(1), dh = x.size(3), p_n = cos.size(0);
+  QLIP_CHECK(dh % 2 == 0, "apply_rope_half: head_dim must be even, got ", dh);
+  const std::int64_t half = dh / 2;
+  check_shape(cos, {p_n, half}, "apply_rope_half cos");
+  check_shape(sin, {p_n, half}, "apply_rope_half sin");
+  QLIP_CHECK(positions != nullptr || t_n == 0, "apply_rope_half: positions is null");
+  // Checked serially before any backend's parallel loop: an exception must not escape an OpenMP region.
+  for (std::int64_t t = 0; t < t_n; ++t)
+    QLIP_CHECK(positions[t] >= 0 && positions[t] < p_n, "apply_rope_half: position ", positions[t],
+               " of token ", t, " is outside the table of ", p_n, " positions");
+}
 }  // namespace detail
 
 namespace reference {
@@ -139,12 +171,8 @@ inline void apply_rope_interleaved(HostView<float, 4> x,          // [B, T, H, D
                                    HostView<const float, 2> cos,  // [P, Dh]
                                    HostView<const float, 2> sin,  // [P, Dh]
                                    std::int64_t first_token) {
-  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
-  check_shape(cos, {p_n, dh}, "apply_rope_interleaved cos");
-  check_shape(sin, {p_n, dh}, "apply_rope_interleaved sin");
-  QLIP_CHECK(dh % 2 == 0, "apply_rope_interleaved: head_dim must be even, got ", dh);
-  QLIP_CHECK(first_token >= 0 && first_token + p_n <= t_n, "apply_rope_interleaved: tokens [", first_token,
-             ", ", first_token + p_n, ") do not fit in a sequence of ", t_n);
+  detail::check_apply_rope_interleaved_args(x, cos, sin, first_token);
+  const std::int64_t b_n = x.size(0), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
   for (std::int64_t b = 0; b < b_n; ++b)
     for (std::int64_t p = 0; p < p_n; ++p)
       for (std::int64_t h = 0; h < h_n; ++h)
@@ -163,15 +191,8 @@ inline void apply_rope_half(HostView<float, 4> x,          // [B, T, H, Dh], in 
                             HostView<const float, 2> cos,  // [P, Dh/2]
                             HostView<const float, 2> sin,  // [P, Dh/2]
                             const std::int64_t* positions) {  // [T]
-  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
-  QLIP_CHECK(dh % 2 == 0, "apply_rope_half: head_dim must be even, got ", dh);
-  const std::int64_t half = dh / 2;
-  check_shape(cos, {p_n, half}, "apply_rope_half cos");
-  check_shape(sin, {p_n, half}, "apply_rope_half sin");
-  QLIP_CHECK(positions != nullptr || t_n == 0, "apply_rope_half: positions is null");
-  for (std::int64_t t = 0; t < t_n; ++t)
-    QLIP_CHECK(positions[t] >= 0 && positions[t] < p_n, "apply_rope_half: position ", positions[t],
-               " of token ", t, " is outside the table of ", p_n, " positions");
+  detail::check_apply_rope_half_args(x, cos, sin, positions);
+  const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), half = x.size(3) / 2;
   for (std::int64_t b = 0; b < b_n; ++b)
     for (std::int64_t t = 0; t < t_n; ++t)
       for (std::int64_t h = 0; h < h_n; ++h)
