@@ -6,6 +6,7 @@
 
 #include "bsq.cuh"  // warp_sum
 #include "common.cuh"
+#include "qlip/reference/layer_norm.hpp"  // detail::check_layer_norm_args (shared by every backend)
 
 namespace qlip {
 namespace cuda::detail {
@@ -36,10 +37,8 @@ namespace ops {
 inline void layer_norm(cuda_backend, DeviceView<const float, 2> x, DeviceView<const float, 1> gamma,
                        DeviceView<const float, 1> beta, float eps, DeviceView<float, 2> y,
                        cudaStream_t stream = 0) {
-  const std::int64_t M = x.size(0), D = x.size(1);
-  check_shape(gamma, {D}, "layer_norm gamma");
-  check_shape(beta, {D}, "layer_norm beta");
-  check_shape(y, {M, D}, "layer_norm y");
+  detail::check_layer_norm_args(x, gamma, beta, y);
+  const std::int64_t M = x.size(0);
   if (M == 0) return;
   constexpr int kThreads = 256;
   cuda::detail::layer_norm_kernel<<<cuda::grid_for(M * 32, kThreads), kThreads, 0, stream>>>(x, gamma, beta, eps, y);
