@@ -29,16 +29,23 @@ namespace qlip::detail {
 /// strerror for the current errno, as a std::string.
 inline std::string errno_string(int err) { return std::string(std::strerror(err)); }
 
-/// Reads a whole file into memory. Throws naming the file when it cannot be opened or read.
-inline std::vector<std::uint8_t> read_file_bytes(const std::string& path) {
+/// Opens `path` read-only and stats it; returns the descriptor (the caller closes it). Throws naming
+/// the file when either step fails.
+inline int open_readonly(const std::string& path, struct stat& st) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) QLIP_THROW("cannot open ", path, ": ", errno_string(errno));
-  struct stat st {};
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
     QLIP_THROW("cannot stat ", path, ": ", errno_string(err));
   }
+  return fd;
+}
+
+/// Reads a whole file into memory. Throws naming the file when it cannot be opened or read.
+inline std::vector<std::uint8_t> read_file_bytes(const std::string& path) {
+  struct stat st {};
+  int fd = open_readonly(path, st);
   if (S_ISDIR(st.st_mode)) {
     ::close(fd);
     QLIP_THROW("cannot read ", path, ": is a directory");
@@ -113,14 +120,8 @@ class MappedFile {
   MappedFile() = default;
   static MappedFile open(const std::string& path) {
     MappedFile m;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) QLIP_THROW("cannot open ", path, ": ", errno_string(errno));
     struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      QLIP_THROW("cannot stat ", path, ": ", errno_string(err));
-    }
+    int fd = open_readonly(path, st);
     if (!S_ISREG(st.st_mode)) {
       ::close(fd);
       QLIP_THROW("cannot map ", path, ": not a regular file");
