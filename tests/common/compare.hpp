@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string>
 
+#include "qlip/core/allocator.hpp"
+#include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
 
 namespace qlip::test {
@@ -69,6 +71,27 @@ template <class A, class B, int R, class M>
   return ::testing::AssertionFailure() << failures << " of " << n << " elements outside atol " << tol.atol
                                        << " + rtol " << tol.rtol << "·|ref|; worst at linear index "
                                        << worst_at << ": got " << worst_got << ", ref " << worst_ref;
+}
+
+/// Read-only view of an owning tensor or a view, so all_close can compare mixed arguments.
+template <class E, int R>
+HostView<const E, R> as_const_view(const Tensor<E, R>& t) {
+  return t.view();
+}
+template <class E, int R>
+HostView<const E, R> as_const_view(const HostView<E, R>& v) {
+  return v;
+}
+
+/// Expects `f` to throw qlip::Error whose message contains `needle` (errors must name the problem).
+template <class F>
+void expect_error_naming(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no qlip::Error thrown; expected one naming \"" << needle << "\"";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace qlip::test

@@ -183,16 +183,7 @@ TEST(CpuAttention, WorkspaceSizing) {
                Error);
 }
 
-/// Expects `f` to throw qlip::Error whose message contains `needle`.
-template <class F>
-void expect_error_naming(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no qlip::Error thrown; expected one naming \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using test::expect_error_naming;
 
 TEST(CpuAttention, BadShapesNameTheArgument) {
   Tensor<float, 4> q({2, 5, 4, 8}), k({2, 6, 2, 8}), v({2, 6, 2, 8}), out({2, 5, 4, 8});

@@ -249,16 +249,7 @@ TEST(CpuLinear, ExactOnIntegers) {
   EXPECT_TRUE(all_close(y.view, y_ref.view, kExact));
 }
 
-/// Expects `f` to throw qlip::Error whose message contains `needle`.
-template <class F>
-void expect_error_naming(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no qlip::Error thrown; expected one naming \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using test::expect_error_naming;
 
 TEST(CpuGemm, BadShapesNameTheArgument) {
   Tensor<float, 2> a({4, 5}), b({6, 3}), b_ok({5, 3}), c({4, 3}), c_bad({3, 4});

@@ -43,14 +43,7 @@ void expect_close(const std::string& what, const qlip::HostView<A, R>& got, cons
   EXPECT_TRUE(qlip::test::all_close(got, ref, kF32Model)) << what;
 }
 
-template <class E, int R>
-qlip::HostView<const E, R> cv(const qlip::Tensor<E, R>& t) {
-  return t.view();
-}
-template <class E, int R>
-qlip::HostView<const E, R> cv(const qlip::HostView<E, R>& v) {
-  return v;
-}
+using qlip::test::as_const_view;
 
 TEST(ExternalParity, FolderMatchesItsFixtures) {
   const char* dir = std::getenv("QLIP_PARITY_DIR");
@@ -70,11 +63,11 @@ TEST(ExternalParity, FolderMatchesItsFixtures) {
                    m.encode_text_workspace_bytes(8, C.text.context_length, {}));
     const auto enc = m.encode_image(ws, pixels.view(), io);
     for (int k = 0; k <= C.vision.stack.layers; ++k)
-      expect_close("vision.hidden_states." + std::to_string(k), cv(enc.hidden_state(k)),
-                   cv(fx.to_float<3>("vision.hidden_states." + std::to_string(k))));
-    expect_close("image_embeds", cv(enc.image_embeds), cv(fx.to_float<2>("image_embeds")));
+      expect_close("vision.hidden_states." + std::to_string(k), as_const_view(enc.hidden_state(k)),
+                   as_const_view(fx.to_float<3>("vision.hidden_states." + std::to_string(k))));
+    expect_close("image_embeds", as_const_view(enc.image_embeds), as_const_view(fx.to_float<2>("image_embeds")));
     const auto u_ref = fx.to_float<3>("quant.u");
-    expect_close("quant.u", cv(enc.u), cv(u_ref));
+    expect_close("quant.u", as_const_view(enc.u), as_const_view(u_ref));
     const auto bits_ref = ints<std::uint8_t, 3>(fx, "quant.bits");
     std::int64_t near = 0, bad = 0;
     for (std::int64_t i = 0; i < bits_ref.numel(); ++i) {
@@ -98,16 +91,16 @@ TEST(ExternalParity, FolderMatchesItsFixtures) {
     for (int k = 0; k <= C.decoder.stack.layers; ++k) dopt.hidden_states.push_back(k);
     qlip::Arena dws(m.decode_workspace_bytes(batch, dopt));
     const auto dec = m.decode(dws, bits_ref.view(), dopt);
-    expect_close("quant.zhat", cv(dec.zhat), cv(fx.to_float<3>("quant.zhat")));
+    expect_close("quant.zhat", as_const_view(dec.zhat), as_const_view(fx.to_float<3>("quant.zhat")));
     for (int k = 0; k <= C.decoder.stack.layers; ++k)
-      expect_close("decoder.hidden_states." + std::to_string(k), cv(dec.hidden_state(k)),
-                   cv(fx.to_float<3>("decoder.hidden_states." + std::to_string(k))));
-    expect_close("decoder.recon", cv(dec.pixels), cv(fx.to_float<4>("decoder.recon")));
+      expect_close("decoder.hidden_states." + std::to_string(k), as_const_view(dec.hidden_state(k)),
+                   as_const_view(fx.to_float<3>("decoder.hidden_states." + std::to_string(k))));
+    expect_close("decoder.recon", as_const_view(dec.pixels), as_const_view(fx.to_float<4>("decoder.recon")));
     const auto ids = ints<std::int32_t, 2>(fx, "text.input_ids");
     const auto txt = m.encode_text(ws, ids.view());
-    expect_close("text_embeds", cv(txt.text_embeds), cv(fx.to_float<2>("text_embeds")));
+    expect_close("text_embeds", as_const_view(txt.text_embeds), as_const_view(fx.to_float<2>("text_embeds")));
     const auto probs = qlip::zero_shot_probs(enc.image_embeds, txt.text_embeds);
-    expect_close("probs", cv(probs), cv(fx.to_float<2>("probs")));
+    expect_close("probs", as_const_view(probs), as_const_view(fx.to_float<2>("probs")));
   });
 }
 

@@ -50,15 +50,7 @@ class QlipParity : public ::testing::Test {
 using Configs = ::testing::Types<qlip::QlipTestTiny, qlip::QlipTestPlain>;
 TYPED_TEST_SUITE(QlipParity, Configs);
 
-/// Widening const view of any tensor for all_close.
-template <class E, int R>
-qlip::HostView<const E, R> cv(const qlip::Tensor<E, R>& t) {
-  return t.view();
-}
-template <class E, int R>
-qlip::HostView<const E, R> cv(const qlip::HostView<E, R>& v) {
-  return v;
-}
+using qlip::test::as_const_view;
 
 /// all_close with the largest deviation printed (what the report quotes).
 template <class A, class B, int R>
@@ -97,16 +89,16 @@ TYPED_TEST(QlipParity, EncodeImageMatchesReference) {
 
   for (int k = 0; k <= layers; ++k) {
     const auto ref = fx.template f32<3>("vision.hidden_states." + std::to_string(k));
-    expect_close(std::string("vision.hidden_states.") + std::to_string(k), cv(enc.hidden_state(k)), cv(ref), kF32Model);
+    expect_close(std::string("vision.hidden_states.") + std::to_string(k), as_const_view(enc.hidden_state(k)), as_const_view(ref), kF32Model);
   }
-  expect_close("enc.last_hidden_state", cv(enc.last_hidden_state),
-               cv(fx.template f32<3>("vision.hidden_states." + std::to_string(layers))), kF32Model);
-  expect_close("enc.cls", cv(enc.cls), cv(fx.template f32<2>("vision.cls_post_layernorm")), kF32Model);
-  expect_close("enc.image_embeds", cv(enc.image_embeds), cv(fx.template f32<2>("image_embeds")), kF32Model);
-  expect_close("enc.image_embeds_normalized", cv(enc.image_embeds_normalized), cv(fx.template f32<2>("image_embeds_normalized")), kF32Model);
-  expect_close("enc.pre_norm", cv(enc.pre_norm), cv(fx.template f32<3>("quant.pre_norm")), kF32Model);
+  expect_close("enc.last_hidden_state", as_const_view(enc.last_hidden_state),
+               as_const_view(fx.template f32<3>("vision.hidden_states." + std::to_string(layers))), kF32Model);
+  expect_close("enc.cls", as_const_view(enc.cls), as_const_view(fx.template f32<2>("vision.cls_post_layernorm")), kF32Model);
+  expect_close("enc.image_embeds", as_const_view(enc.image_embeds), as_const_view(fx.template f32<2>("image_embeds")), kF32Model);
+  expect_close("enc.image_embeds_normalized", as_const_view(enc.image_embeds_normalized), as_const_view(fx.template f32<2>("image_embeds_normalized")), kF32Model);
+  expect_close("enc.pre_norm", as_const_view(enc.pre_norm), as_const_view(fx.template f32<3>("quant.pre_norm")), kF32Model);
   const auto u_ref = fx.template f32<3>("quant.u");
-  expect_close("enc.u", cv(enc.u), cv(u_ref), kF32Model);
+  expect_close("enc.u", as_const_view(enc.u), as_const_view(u_ref), kF32Model);
 
   // Bits: identical except where |u| < 1e-6 (either side may round to the other sign there).
   const auto bits_ref = fx.template ints<std::uint8_t, 3>("quant.bits");
@@ -155,12 +147,12 @@ TYPED_TEST(QlipParity, DecodeMatchesReference) {
   opt.keep_zhat = true;
   qlip::Arena ws(m.decode_workspace_bytes(batch, opt));
   const auto dec = m.decode(ws, bits.view(), opt);
-  expect_close("dec.zhat", cv(dec.zhat), cv(fx.template f32<3>("quant.zhat")), kF32Model);
+  expect_close("dec.zhat", as_const_view(dec.zhat), as_const_view(fx.template f32<3>("quant.zhat")), kF32Model);
   for (int k = 0; k <= layers; ++k) {
     const auto ref = fx.template f32<3>("decoder.hidden_states." + std::to_string(k));
-    expect_close(std::string("decoder.hidden_states.") + std::to_string(k), cv(dec.hidden_state(k)), cv(ref), kF32Model);
+    expect_close(std::string("decoder.hidden_states.") + std::to_string(k), as_const_view(dec.hidden_state(k)), as_const_view(ref), kF32Model);
   }
-  expect_close("dec.pixels", cv(dec.pixels), cv(fx.template f32<4>("decoder.recon")), kF32Model);
+  expect_close("dec.pixels", as_const_view(dec.pixels), as_const_view(fx.template f32<4>("decoder.recon")), kF32Model);
 }
 
 TYPED_TEST(QlipParity, DecodePathsAgreeExactly) {
@@ -187,7 +179,7 @@ TYPED_TEST(QlipParity, DecodePathsAgreeExactly) {
   for (std::int64_t i = 0; i < codes.numel(); ++i) codes.data()[i] = bits.data()[i] ? s : -s;
   const auto from_codes = m.decode_codes(ws, codes.view());
   EXPECT_EQ(std::memcmp(from_bits.pixels.data(), from_codes.pixels.data(), bytes), 0);
-  expect_close("codes", cv(codes), cv(fx.template f32<3>("quant.q")), kExact);
+  expect_close("codes", as_const_view(codes), as_const_view(fx.template f32<3>("quant.q")), kExact);
 }
 
 TYPED_TEST(QlipParity, EncodeTextMatchesReference) {
@@ -203,14 +195,14 @@ TYPED_TEST(QlipParity, EncodeTextMatchesReference) {
   const auto txt = m.encode_text(ws, ids.view(), opt);
   for (int k = 0; k <= layers; ++k) {
     const auto ref = fx.template f32<3>("text.hidden_states." + std::to_string(k));
-    expect_close(std::string("text.hidden_states.") + std::to_string(k), cv(txt.hidden_state(k)), cv(ref), kF32Model);
+    expect_close(std::string("text.hidden_states.") + std::to_string(k), as_const_view(txt.hidden_state(k)), as_const_view(ref), kF32Model);
   }
-  expect_close("txt.final", cv(txt.final), cv(fx.template f32<3>("text.final")), kF32Model);
-  expect_close("txt.pooled", cv(txt.pooled), cv(fx.template f32<2>("text.pooled")), kF32Model);
-  expect_close("txt.text_embeds", cv(txt.text_embeds), cv(fx.template f32<2>("text_embeds")), kF32Model);
-  expect_close("txt.text_embeds_normalized", cv(txt.text_embeds_normalized), cv(fx.template f32<2>("text_embeds_normalized")), kF32Model);
+  expect_close("txt.final", as_const_view(txt.final), as_const_view(fx.template f32<3>("text.final")), kF32Model);
+  expect_close("txt.pooled", as_const_view(txt.pooled), as_const_view(fx.template f32<2>("text.pooled")), kF32Model);
+  expect_close("txt.text_embeds", as_const_view(txt.text_embeds), as_const_view(fx.template f32<2>("text_embeds")), kF32Model);
+  expect_close("txt.text_embeds_normalized", as_const_view(txt.text_embeds_normalized), as_const_view(fx.template f32<2>("text_embeds_normalized")), kF32Model);
   const auto eot = fx.template ints<std::int64_t, 1>("text.eot_index");
-  expect_close("txt.eot_index", cv(txt.eot_index), cv(eot), kExact);
+  expect_close("txt.eot_index", as_const_view(txt.eot_index), as_const_view(eot), kExact);
 }
 
 TYPED_TEST(QlipParity, ZeroShotMatchesReference) {
@@ -222,13 +214,13 @@ TYPED_TEST(QlipParity, ZeroShotMatchesReference) {
   const auto img = m.encode_image(ws, pixels.view());
   const auto txt = m.encode_text(ws, ids.view());
   const auto logits = qlip::similarity(img.image_embeds, txt.text_embeds);
-  expect_close("logits", cv(logits), cv(fx.template f32<2>("logits_per_image")), kF32Model);
+  expect_close("logits", as_const_view(logits), as_const_view(fx.template f32<2>("logits_per_image")), kF32Model);
   const auto probs = qlip::zero_shot_probs(img.image_embeds, txt.text_embeds);
-  expect_close("probs", cv(probs), cv(fx.template f32<2>("probs")), kF32Model);
+  expect_close("probs", as_const_view(probs), as_const_view(fx.template f32<2>("probs")), kF32Model);
   const float model_scale = std::exp(m.runtime().logit_scale);
   EXPECT_FLOAT_EQ(m.runtime().logit_scale, fx.template f32<1>("logit_scale").data()[0]);
   const auto logits_model = qlip::similarity(img.image_embeds, txt.text_embeds, model_scale);
-  expect_close("logits_model", cv(logits_model), cv(fx.template f32<2>("logits_per_image_model_scale")), kF32Model);
+  expect_close("logits_model", as_const_view(logits_model), as_const_view(fx.template f32<2>("logits_per_image_model_scale")), kF32Model);
 }
 
 TYPED_TEST(QlipParity, BatchOfOneEqualsBatchRow) {
@@ -240,8 +232,8 @@ TYPED_TEST(QlipParity, BatchOfOneEqualsBatchRow) {
   const auto all = m.encode_image(ws, pixels.view());
   const auto one = m.encode_image(ws, pixels.view().slice(0, 1, 2));
   for (std::int64_t t = 0; t < m.kPatches; ++t) EXPECT_EQ(one.indices(0, t), all.indices(1, t));
-  EXPECT_TRUE(all_close(cv(one.image_embeds.select(0, 0).template reshape<2>({1, m.kProjection})),
-                        cv(all.image_embeds.slice(0, 1, 2)), qlip::test::kF32Op));
+  EXPECT_TRUE(all_close(as_const_view(one.image_embeds.select(0, 0).template reshape<2>({1, m.kProjection})),
+                        as_const_view(all.image_embeds.slice(0, 1, 2)), qlip::test::kF32Op));
 }
 
 #ifdef QLIP_HAVE_TOKENIZER
