@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "configs/small_qlip_configs.hpp"
 #include "inputs.hpp"
 #include "options.hpp"
 #include "output.hpp"
@@ -35,6 +36,10 @@
 #include "util.hpp"
 
 namespace qlip::cli {
+
+/// The configs the CLI dispatches over: the released checkpoints and the two small test checkpoints
+/// (the demo and the CLI tests run those). A CLI for one's own checkpoints lists their tags here.
+using CliConfigs = ExampleQlipConfigs;
 
 /// Applies --threads (the only global option with a process-wide effect).
 inline void apply_global_options(const GlobalOptions& g) {
@@ -129,6 +134,11 @@ inline void print_info(const ModelInfo& mi, const std::vector<std::string>& warn
                         "), std (" + fixed(pre.std[0], 4) + ", " + fixed(pre.std[1], 4) + ", " + fixed(pre.std[2], 4) +
                         ")" + pre_note);
   row("tokenizer", tokenizer_note);
+  // save_pretrained omits fields equal to the class defaults; show what that made us assume.
+  std::string assumed;
+  for (const auto& f : mi.defaulted_fields) assumed += (assumed.empty() ? "" : ", ") + f;
+  row("defaults", assumed.empty() ? std::string("none (config.json states every field read)")
+                                  : "official class defaults for fields absent from config.json: " + assumed);
   if (warnings.empty()) {
     row("warnings", "none");
   } else {
@@ -215,7 +225,7 @@ inline ClipPreprocessConfig preprocess_for(const GlobalOptions& g, const std::st
 
 inline int run_info(const GlobalOptions& /*g*/, const InfoOptions& o) {
   check_checkpoint_folder(o.checkpoint);
-  with_qlip_model(o.checkpoint, [&](auto& model) {
+  with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) {
     using Model = std::remove_cvref_t<decltype(model)>;
     std::string note;
     const ClipPreprocessConfig pre = load_preprocess_config(o.checkpoint, Model::image_size(), note);
@@ -314,7 +324,7 @@ inline int run_encode(const GlobalOptions& g, const EncodeOptions& o) {
   check_checkpoint_folder(o.checkpoint);
   check_output_file(o.output);
   check_image_paths(o.images);
-  with_qlip_model(o.checkpoint, [&](auto& model) { detail::encode_with(model, g, o); });
+  with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::encode_with(model, g, o); });
   return 0;
 }
 
@@ -390,7 +400,7 @@ inline int run_decode(const GlobalOptions& g, const DecodeOptions& o) {
   check_output_folder(o.output);
   if (!std::filesystem::exists(o.codes)) throw UsageError("codes file '" + o.codes + "' does not exist");
   (void)SafetensorsFile::open(o.codes);  // a corrupt file fails now, before the model is loaded
-  with_qlip_model(o.checkpoint, [&](auto& model) { detail::decode_with(model, g, o); });
+  with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::decode_with(model, g, o); });
   return 0;
 }
 
@@ -488,7 +498,7 @@ inline int run_reconstruct(const GlobalOptions& g, const ReconstructOptions& o) 
   check_checkpoint_folder(o.checkpoint);
   check_output_file(o.output);
   check_image_paths(o.images);
-  with_qlip_model(o.checkpoint, [&](auto& model) { detail::reconstruct_with(model, g, o); });
+  with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::reconstruct_with(model, g, o); });
   return 0;
 }
 
@@ -539,7 +549,7 @@ inline int run_classify(const GlobalOptions& g, const ClassifyOptions& o) {
   check_checkpoint_folder(o.checkpoint);
   check_image_paths(o.images);
   const text::ClipTokenizer tok = load_tokenizer(g.vocab, o.checkpoint);
-  with_qlip_model(o.checkpoint, [&](auto& model) { detail::classify_with(model, g, o, labels, tok); });
+  with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::classify_with(model, g, o, labels, tok); });
   return 0;
 }
 
@@ -592,7 +602,7 @@ inline int run_embed(const GlobalOptions& g, const EmbedOptions& o) {
   check_image_paths(o.images);
   std::optional<text::ClipTokenizer> tok;
   if (!texts.empty()) tok.emplace(load_tokenizer(g.vocab, o.checkpoint));
-  with_qlip_model(o.checkpoint, [&](auto& model) { detail::embed_with(model, g, o, texts, tok ? &*tok : nullptr); });
+  with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::embed_with(model, g, o, texts, tok ? &*tok : nullptr); });
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "common/compare.hpp"
 #include "model/fixtures.hpp"
 #include "qlip/io/safetensors.hpp"
+#include "configs/small_qlip_configs.hpp"
 #include "qlip/model/qlip_model.hpp"
 
 namespace {
@@ -106,7 +107,7 @@ TEST(CheckpointErrors, MissingLayerTensorNamesTensorAndFile) {
   f.remove("vision_model.encoder.layers.1.mlp.w3.weight");
   const std::string dir = f.write();
   expect_error([&] { Tiny::load(dir); }, {"vision_model.encoder.layers.1.mlp.w3.weight", "model.safetensors", "missing"});
-  expect_error([&] { qlip::with_qlip_model(dir, [](auto&) {}); }, {"vision_model.encoder.layers.1.mlp.w3.weight"});
+  expect_error([&] { qlip::with_qlip_model<qlip::ExampleQlipConfigs>(dir, [](auto&) {}); }, {"vision_model.encoder.layers.1.mlp.w3.weight"});
 }
 
 TEST(CheckpointErrors, MissingDetectionTensorNamesTensorAndFile) {
@@ -192,10 +193,10 @@ TEST(CheckpointErrors, UnknownConfigListsSupportedConfigs) {
   BrokenFolder f;
   f.config()["text_config"]["num_attention_heads"] = 4;  // consistent (32/4), but no compiled config has it
   const std::string dir = f.write();
-  expect_error([&] { qlip::with_qlip_model(dir, [](auto&) {}); },
+  expect_error([&] { qlip::with_qlip_model<qlip::ExampleQlipConfigs>(dir, [](auto&) {}); },
                {"no compiled QLIP config", "text_config.num_attention_heads", "supported configs", "qlip-test-tiny",
                 "qlip-test-plain", "qlip-b-16-256", "qlip-b-8-256", "qlip-l-14-392"});
-  expect_error([&] { qlip::detect_qlip_config(dir); }, {"supported configs"});
+  expect_error([&] { qlip::detect_qlip_config<qlip::ExampleQlipConfigs>(dir); }, {"supported configs"});
   expect_error([&] { Tiny::load(dir); }, {"not a qlip-test-tiny checkpoint", "text_config.num_attention_heads"});
 }
 

@@ -12,6 +12,7 @@
 #include "common/compare.hpp"
 #include "model/deviation.hpp"
 #include "model/fixtures.hpp"
+#include "configs/small_qlip_configs.hpp"
 #include "qlip/model/qlip_model.hpp"
 
 #if __has_include("qlip/text/clip_tokenizer.hpp")
@@ -258,9 +259,9 @@ TYPED_TEST(QlipParity, TokenizerReproducesInputIds) {
 
 TEST(QlipDetect, PicksTheRightCompiledConfig) {
   for (const std::string name : {"qlip-test-tiny", "qlip-test-plain"}) {
-    EXPECT_EQ(qlip::detect_qlip_config(qlip_fixture_dir(name)), name);
+    EXPECT_EQ(qlip::detect_qlip_config<qlip::SmallQlipConfigs>(qlip_fixture_dir(name)), name);
     std::string seen;
-    qlip::with_qlip_model(qlip_fixture_dir(name), [&](auto& model) { seen = model.name(); });
+    qlip::with_qlip_model<qlip::SmallQlipConfigs>(qlip_fixture_dir(name), [&](auto& model) { seen = model.name(); });
     EXPECT_EQ(seen, name);
   }
 }

@@ -13,10 +13,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -28,6 +29,7 @@
 
 #include "qlip/core/dtype.hpp"
 #include "qlip/core/error.hpp"
+#include "qlip/io/json.hpp"
 #include "qlip/io/safetensors.hpp"
 #include "qlip/model/config.hpp"
 #include "qlip/nn/parameters.hpp"
@@ -111,6 +113,9 @@ struct Checkpoint {
   QlipRuntimeConfig runtime{};     ///< read from config.json (+ logit_scale tensor)
   std::optional<SafetensorsFile> file;
   std::vector<std::string> warnings;
+  /// config.json fields that were absent and took the official class default ("field = value"),
+  /// in the order they were read; `qlip info` prints them.
+  std::vector<std::string> defaulted_fields;
   std::map<std::string, std::int64_t> dtype_counts;  ///< "F32" → number of tensors
   std::int64_t tensor_count = 0;
   std::int64_t element_count = 0;  ///< sum of numel over every tensor in the file
@@ -152,44 +157,178 @@ class ShapeProbe {
   const SafetensorsFile& f_;
 };
 
-/// config.json access with the QLIP class defaults (spec 1.3) and field-named errors.
+/// The defaults of the official config classes (docs/MODEL.md §1.3), as config.json spells them.
+/// `PretrainedConfig.save_pretrained` writes only the fields that differ from these, so a field
+/// that is absent means exactly this value (what `from_pretrained` would use). Section "" is the
+/// top-level QLIPConfig. quantizer_cfg holds the kwargs of the BSQ module; its `l2_norm` default
+/// is not known from the official code and is taken as true, the value BSQ needs (listed as
+/// assumed like every other default).
+inline const nlohmann::json& official_config_defaults() {
+  static const nlohmann::json defaults = nlohmann::json::parse(R"({
+    "": {"projection_dim": 512, "logit_scale_init_value": 2.6592},
+    "text_config": {
+      "vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "projection_dim": 512,
+      "num_hidden_layers": 12, "num_attention_heads": 8, "max_position_embeddings": 77,
+      "hidden_act": "gelu", "layer_norm_eps": 1e-5, "q_bias": true, "k_bias": true, "v_bias": true,
+      "subln": false, "swiglu": false, "rope": false, "pad_token_id": 1, "bos_token_id": 49406,
+      "eos_token_id": 49407},
+    "vision_config": {
+      "hidden_size": 768, "intermediate_size": 3072, "projection_dim": 512, "num_hidden_layers": 12,
+      "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 32,
+      "hidden_act": "gelu", "layer_norm_eps": 1e-5, "q_bias": true, "k_bias": true, "v_bias": true,
+      "subln": false, "swiglu": false, "rope": false, "quantizer": "none",
+      "quantizer_l2_norm": false, "quantizer_embed_type": "identity", "hidden_size_post_q": null},
+    "decoder_config": {
+      "hidden_size": 768, "intermediate_size": 3072, "projection_dim": 512, "num_hidden_layers": 12,
+      "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 32,
+      "hidden_act": "gelu", "layer_norm_eps": 1e-5, "q_bias": true, "k_bias": true, "v_bias": true,
+      "subln": false, "swiglu": false, "rope": false},
+    "vision_config.quantizer_cfg": {"l2_norm": true}
+  })");
+  return defaults;
+}
+
+/// Every config.json value goes through here: one typed getter per kind that names the file and
+/// the field, checks the JSON type, integrality and range, and takes the official default when the
+/// field is absent (recording it). Sections are "" (top level), "vision_config", ... or
+/// "vision_config.quantizer_cfg".
 class ConfigReader {
  public:
-  ConfigReader(const nlohmann::json& j, std::string path) : j_(j), path_(std::move(path)) {}
+  ConfigReader(const nlohmann::json& j, std::string path) : j_(j), path_(std::move(path)) {
+    QLIP_CHECK(j_.is_object(), path_, ": config.json must hold a JSON object, not ", j_.type_name());
+  }
 
-  template <class T>
-  T get(const std::string& section, const std::string& key, T fallback) const {
-    const nlohmann::json* node = &j_;
-    if (!section.empty()) {
-      if (!j_.contains(section) || !j_[section].is_object()) return fallback;
-      node = &j_[section];
+  /// The value config.json states for `key`, or nullptr (absent or null, as HF writes None).
+  const nlohmann::json* stated(const std::string& section, const std::string& key) const {
+    const nlohmann::json* node = section_node(section);
+    if (node == nullptr) return nullptr;
+    const auto it = node->find(key);
+    return it == node->end() || it->is_null() ? nullptr : &*it;
+  }
+
+  /// An integer in [lo, hi]. JSON floats are accepted when integral (12.0), never truncated.
+  std::int64_t integer(const std::string& section, const std::string& key, std::int64_t lo, std::int64_t hi) const {
+    const nlohmann::json& v = value_or_default(section, key);
+    std::int64_t out = 0;
+    if (v.is_number_unsigned()) {
+      const std::uint64_t u = v.get<std::uint64_t>();
+      if (u > static_cast<std::uint64_t>(hi)) out_of_range(section, key, v, lo, hi);
+      out = static_cast<std::int64_t>(u);
+    } else if (v.is_number_integer()) {
+      out = v.get<std::int64_t>();
+    } else if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (!std::isfinite(d) || std::floor(d) != d)
+        QLIP_THROW(path_, ": field ", field(section, key), " = ", excerpt(v), " is not an integer");
+      if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) out_of_range(section, key, v, lo, hi);
+      out = static_cast<std::int64_t>(d);
+    } else {
+      wrong_type(section, key, v, "an integer");
     }
-    if (!node->contains(key) || (*node)[key].is_null()) return fallback;
-    try {
-      return (*node)[key].get<T>();
-    } catch (const std::exception& e) {
-      QLIP_THROW(path_, ": field ", field(section, key), " has the wrong type: ", e.what());
+    if (out < lo || out > hi) out_of_range(section, key, v, lo, hi);
+    return out;
+  }
+
+  /// integer() narrowed to int (the bounds must fit int).
+  int int_in(const std::string& section, const std::string& key, int lo, int hi) const {
+    return static_cast<int>(integer(section, key, lo, hi));
+  }
+
+  /// A finite number with lo < x < hi (open) or lo <= x <= hi (closed).
+  double number(const std::string& section, const std::string& key, double lo, double hi, bool open) const {
+    const nlohmann::json& v = value_or_default(section, key);
+    if (!v.is_number()) wrong_type(section, key, v, "a number");
+    const double d = v.get<double>();
+    const bool ok = std::isfinite(d) && (open ? (d > lo && d < hi) : (d >= lo && d <= hi));
+    if (!ok)
+      QLIP_THROW(path_, ": field ", field(section, key), " = ", excerpt(v), " is out of range (expected ", lo,
+                 open ? " < x < " : " <= x <= ", hi, ")");
+    return d;
+  }
+
+  bool boolean(const std::string& section, const std::string& key) const {
+    const nlohmann::json& v = value_or_default(section, key);
+    if (!v.is_boolean()) wrong_type(section, key, v, "true or false");
+    return v.get<bool>();
+  }
+
+  std::string text(const std::string& section, const std::string& key) const {
+    const nlohmann::json& v = value_or_default(section, key);
+    if (!v.is_string()) wrong_type(section, key, v, "a string");
+    return v.get<std::string>();
+  }
+
+  /// Throws when config.json *states* a value that contradicts what the weights say. An absent
+  /// field is not checked: the weights decide (its default may differ, e.g. a hand-written file).
+  template <class T>
+  void expect(const std::string& section, const std::string& key, T from_weights, const std::string& evidence) const {
+    if (stated(section, key) == nullptr) return;
+    T value{};
+    if constexpr (std::is_same_v<T, bool>) {
+      value = boolean(section, key);
+    } else {
+      value = static_cast<T>(integer(section, key, std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
+    }
+    if (!(value == from_weights)) {
+      QLIP_THROW(path_, ": config field ", field(section, key), " = ", to_text(value),
+                 " contradicts the weights, which say ", to_text(from_weights), " (", evidence, ")");
     }
   }
-  bool has_section(const std::string& s) const { return j_.contains(s) && j_[s].is_object(); }
-  const nlohmann::json& json() const { return j_; }
+
+  /// "field = value" for every field read with its default, in reading order.
+  const std::vector<std::string>& defaulted() const { return defaulted_; }
   const std::string& path() const { return path_; }
   static std::string field(const std::string& section, const std::string& key) {
     return section.empty() ? key : section + "." + key;
   }
 
-  /// Throws when config.json states a value that contradicts what the weights say.
-  template <class T>
-  void expect(const std::string& section, const std::string& key, T fallback, T from_weights,
-              const std::string& evidence) const {
-    const T stated = get<T>(section, key, fallback);
-    if (!(stated == from_weights)) {
-      QLIP_THROW(path_, ": config field ", field(section, key), " = ", to_text(stated),
-                 " contradicts the weights, which say ", to_text(from_weights), " (", evidence, ")");
+ private:
+  /// The object of a section, or nullptr when config.json has none (then every field defaults).
+  const nlohmann::json* section_node(const std::string& section) const {
+    const nlohmann::json* node = &j_;
+    std::size_t start = 0;
+    while (start < section.size()) {
+      const std::size_t dot = section.find('.', start);
+      const std::string part = section.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      const auto it = node->find(part);
+      if (it == node->end() || it->is_null()) return nullptr;
+      if (!it->is_object())
+        QLIP_THROW(path_, ": field ", section.substr(0, dot), " must be a JSON object, not ", it->type_name());
+      node = &*it;
+      if (dot == std::string::npos) break;
+      start = dot + 1;
     }
+    return node;
   }
 
- private:
+  const nlohmann::json& value_or_default(const std::string& section, const std::string& key) const {
+    if (const nlohmann::json* v = stated(section, key)) return *v;
+    const nlohmann::json& defaults = official_config_defaults();
+    const auto sec = defaults.find(section);
+    QLIP_CHECK(sec != defaults.end() && sec->contains(key), "internal: no official default for config field ",
+               field(section, key));
+    const nlohmann::json& d = (*sec)[key];
+    const std::string note = field(section, key) + " = " + d.dump();
+    if (std::find(defaulted_.begin(), defaulted_.end(), note) == defaulted_.end()) defaulted_.push_back(note);
+    return d;
+  }
+
+  /// A bounded rendering of a value for messages (never a deep dump of nested input).
+  static std::string excerpt(const nlohmann::json& v) {
+    if (v.is_object()) return "an object";
+    if (v.is_array()) return "an array";
+    std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+  }
+  [[noreturn]] void wrong_type(const std::string& section, const std::string& key, const nlohmann::json& v,
+                               const char* expected) const {
+    QLIP_THROW(path_, ": field ", field(section, key), " is ", excerpt(v), " (", v.type_name(), "), expected ",
+               expected);
+  }
+  [[noreturn]] void out_of_range(const std::string& section, const std::string& key, const nlohmann::json& v,
+                                 std::int64_t lo, std::int64_t hi) const {
+    QLIP_THROW(path_, ": field ", field(section, key), " = ", excerpt(v), " is out of range (", lo, " to ", hi, ")");
+  }
   template <class T>
   static std::string to_text(const T& v) {
     if constexpr (std::is_same_v<T, bool>) {
@@ -198,12 +337,29 @@ class ConfigReader {
       return std::to_string(v);
     }
   }
+
   const nlohmann::json& j_;
   std::string path_;
+  mutable std::vector<std::string> defaulted_;
 };
 
+/// Bounds of the structural values read from config.json or tensor shapes: generous for any real
+/// model, small enough that products of them (grid × patch, hidden × layers) cannot overflow.
+inline constexpr std::int64_t kMaxWidth = 1 << 20;       ///< hidden / intermediate / vocab sizes
+inline constexpr std::int64_t kMaxLayers = 4096;
+inline constexpr std::int64_t kMaxImageSide = 1 << 16;   ///< image_size / patch_size in pixels
+inline constexpr std::int64_t kMaxVocab = 1 << 24;
+
+/// A tensor dimension used as a structural value: 1 <= v <= max, else an error naming the tensor.
+inline int checked_dim(std::int64_t v, std::int64_t max, const std::string& file, const std::string& tensor,
+                       const char* what) {
+  if (v < 1 || v > max)
+    QLIP_THROW(file, ": tensor '", tensor, "' gives ", what, " = ", v, ", outside 1 to ", max);
+  return static_cast<int>(v);
+}
+
 inline Activation parse_activation(const ConfigReader& c, const std::string& section) {
-  const std::string a = c.get<std::string>(section, "hidden_act", "gelu");
+  const std::string a = c.text(section, "hidden_act");
   if (a == "gelu") return Activation::gelu;
   if (a == "quick_gelu") return Activation::quick_gelu;
   QLIP_THROW(c.path(), ": field ", ConfigReader::field(section, "hidden_act"), " = \"", a,
@@ -211,43 +367,43 @@ inline Activation parse_activation(const ConfigReader& c, const std::string& sec
 }
 
 /// Stack structure of `<prefix>.layers.*` (layer 0 decides the flags; every layer is loaded with the
-/// same expectation, so a layer that differs fails with a missing-tensor or shape error).
+/// same expectation, so a layer that differs fails with a missing-tensor or shape error). The head
+/// count cannot be seen in the weights: it comes from config.json, or the class default.
 inline StackConfig detect_stack(const ShapeProbe& p, const ConfigReader& c, const std::string& prefix,
                                 const std::string& section, std::int64_t hidden) {
   StackConfig s{};
+  const std::string l0 = prefix + ".layers.0.";
   s.hidden = static_cast<int>(hidden);
   s.layers = p.count_layers(prefix);
-  const std::string l0 = prefix + ".layers.0.";
   s.mlp = p.has(l0 + "mlp.w1.weight") ? MlpKind::swiglu : MlpKind::plain;
-  s.intermediate = static_cast<int>(p.shape(l0 + (s.mlp == MlpKind::swiglu ? "mlp.w1.weight" : "mlp.fc1.weight"), 2)[0]);
+  const std::string inner = l0 + (s.mlp == MlpKind::swiglu ? "mlp.w1.weight" : "mlp.fc1.weight");
+  s.intermediate = checked_dim(p.shape(inner, 2)[0], kMaxWidth, p.path(), inner, "the MLP width");
   s.subln = p.has(l0 + "self_attn.inner_attn_ln.weight");
   s.q_bias = p.has(l0 + "self_attn.q_proj.bias");
   s.k_bias = p.has(l0 + "self_attn.k_proj.bias");
   s.v_bias = p.has(l0 + "self_attn.v_proj.bias");
-  s.heads = c.get<int>(section, "num_attention_heads", 0);
-  QLIP_CHECK(s.heads > 0, c.path(), ": field ", ConfigReader::field(section, "num_attention_heads"),
-             " is missing or not positive (heads cannot be derived from the weights)");
+  s.heads = c.int_in(section, "num_attention_heads", 1, s.hidden);
   QLIP_CHECK(hidden % s.heads == 0, c.path(), ": field ", ConfigReader::field(section, "num_attention_heads"), " = ",
              s.heads, " does not divide the width ", hidden, " of the weights");
 
   const std::string ev = "tensors under " + prefix + ".layers";
-  c.expect<std::int64_t>(section, "hidden_size", section == "text_config" ? 512 : 768, hidden, ev);
-  c.expect<int>(section, "num_hidden_layers", 12, s.layers, ev);
-  c.expect<int>(section, "intermediate_size", section == "text_config" ? 2048 : 3072, s.intermediate,
-                l0 + "mlp.*.weight");
-  c.expect<bool>(section, "swiglu", false, s.mlp == MlpKind::swiglu, "presence of " + l0 + "mlp.w1.weight");
-  c.expect<bool>(section, "subln", false, s.subln, "presence of " + l0 + "self_attn.inner_attn_ln.weight");
-  c.expect<bool>(section, "q_bias", true, s.q_bias, "presence of " + l0 + "self_attn.q_proj.bias");
-  c.expect<bool>(section, "k_bias", true, s.k_bias, "presence of " + l0 + "self_attn.k_proj.bias");
-  c.expect<bool>(section, "v_bias", true, s.v_bias, "presence of " + l0 + "self_attn.v_proj.bias");
+  c.expect<std::int64_t>(section, "hidden_size", hidden, ev);
+  c.expect<int>(section, "num_hidden_layers", s.layers, ev);
+  c.expect<int>(section, "intermediate_size", s.intermediate, l0 + "mlp.*.weight");
+  c.expect<bool>(section, "swiglu", s.mlp == MlpKind::swiglu, "presence of " + l0 + "mlp.w1.weight");
+  c.expect<bool>(section, "subln", s.subln, "presence of " + l0 + "self_attn.inner_attn_ln.weight");
+  c.expect<bool>(section, "q_bias", s.q_bias, "presence of " + l0 + "self_attn.q_proj.bias");
+  c.expect<bool>(section, "k_bias", s.k_bias, "presence of " + l0 + "self_attn.k_proj.bias");
+  c.expect<bool>(section, "v_bias", s.v_bias, "presence of " + l0 + "self_attn.v_proj.bias");
   return s;
 }
 
+/// LayerNorm eps, plain-MLP activation and (vision/decoder) RoPE of one tower.
 inline TowerRuntime read_tower_runtime(const ConfigReader& c, const std::string& section, bool has_rope) {
   TowerRuntime rt;
-  rt.layer_norm_eps = static_cast<float>(c.get<double>(section, "layer_norm_eps", 1e-5));
+  rt.layer_norm_eps = static_cast<float>(c.number(section, "layer_norm_eps", 0.0, 1.0, true));
   rt.act = parse_activation(c, section);
-  rt.rope = has_rope ? c.get<bool>(section, "rope", false) : false;
+  rt.rope = has_rope ? c.boolean(section, "rope") : false;
   return rt;
 }
 
@@ -268,18 +424,10 @@ inline Checkpoint open_checkpoint(const std::string& dir) {
   ck.dir = dir;
   ck.config_path = (fs::path(dir) / "config.json").string();
   ck.weights_path = (fs::path(dir) / "model.safetensors").string();
-  QLIP_CHECK(fs::is_directory(dir), "checkpoint folder '", dir, "' does not exist");
-  QLIP_CHECK(fs::exists(ck.config_path), "checkpoint folder '", dir, "' has no config.json");
-  QLIP_CHECK(fs::exists(ck.weights_path), "checkpoint folder '", dir, "' has no model.safetensors");
-  {
-    std::ifstream in(ck.config_path);
-    QLIP_CHECK(in.good(), "cannot read ", ck.config_path);
-    try {
-      ck.config_json = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      QLIP_THROW(ck.config_path, ": invalid JSON: ", e.what());
-    }
-  }
+  if (!fs::is_directory(dir)) QLIP_THROW("checkpoint folder '", dir, "' does not exist");
+  if (!fs::exists(ck.config_path)) QLIP_THROW("checkpoint folder '", dir, "' has no config.json");
+  if (!fs::exists(ck.weights_path)) QLIP_THROW("checkpoint folder '", dir, "' has no model.safetensors");
+  ck.config_json = read_json(ck.config_path);
   ck.file.emplace(SafetensorsFile::open(ck.weights_path));
   const SafetensorsFile& f = *ck.file;
   for (const auto& t : f.tensors()) {
@@ -289,74 +437,83 @@ inline Checkpoint open_checkpoint(const std::string& dir) {
   }
   const detail::ShapeProbe p(f);
   const detail::ConfigReader c(ck.config_json, ck.config_path);
-  for (const char* s : {"vision_config", "decoder_config", "text_config"})
-    QLIP_CHECK(c.has_section(s), ck.config_path, ": config.json has no \"", s, "\" object");
   QlipConfig& cfg = ck.structure;
+  using detail::checked_dim;
+  using detail::kMaxImageSide;
+  using detail::kMaxWidth;
 
   // ---- vision encoder ----
   {
-    const auto& pos = p.shape("vision_model.embeddings.position_embedding.weight", 2);
-    const auto& conv = p.shape("vision_model.embeddings.patch_embedding.weight", 4);
-    const std::int64_t d = pos[1], tokens = pos[0];
-    QLIP_CHECK(conv[0] == d && conv[2] == conv[3], f.path(), ": vision_model.embeddings.patch_embedding.weight has shape ",
-               detail::vec_string(conv), ", expected [", d, ", C, p, p]");
+    const std::string pos_name = "vision_model.embeddings.position_embedding.weight";
+    const std::string conv_name = "vision_model.embeddings.patch_embedding.weight";
+    const auto& pos = p.shape(pos_name, 2);
+    const auto& conv = p.shape(conv_name, 4);
+    const int d = checked_dim(pos[1], kMaxWidth, f.path(), pos_name, "the vision width");
+    const int tokens = checked_dim(pos[0], kMaxWidth, f.path(), pos_name, "the token count");
+    QLIP_CHECK(conv[0] == d && conv[2] == conv[3], f.path(), ": ", conv_name, " has shape ", detail::vec_string(conv),
+               ", expected [", d, ", C, p, p]");
     const int grid = detail::isqrt_exact(tokens - 1);
-    QLIP_CHECK(grid > 0, f.path(), ": vision_model.embeddings.position_embedding.weight has ", tokens,
-               " rows; expected N+1 with N a square patch grid");
-    cfg.vision.channels = static_cast<int>(conv[1]);
-    cfg.vision.patch_size = static_cast<int>(conv[2]);
-    cfg.vision.image_size = grid * cfg.vision.patch_size;
+    QLIP_CHECK(grid > 0, f.path(), ": ", pos_name, " has ", tokens, " rows; expected N+1 with N a square patch grid");
+    cfg.vision.channels = checked_dim(conv[1], 64, f.path(), conv_name, "the channel count");
+    cfg.vision.patch_size = checked_dim(conv[2], kMaxImageSide, f.path(), conv_name, "the patch size");
+    cfg.vision.image_size =
+        checked_dim(std::int64_t{grid} * cfg.vision.patch_size, kMaxImageSide, f.path(), pos_name, "the image size");
     cfg.vision.stack = detail::detect_stack(p, c, "vision_model.encoder", "vision_config", d);
     const std::string ev = "vision_model.embeddings.*";
-    c.expect<int>("vision_config", "image_size", 224, cfg.vision.image_size, ev);
-    c.expect<int>("vision_config", "patch_size", 32, cfg.vision.patch_size, ev);
-    c.expect<int>("vision_config", "num_channels", 3, cfg.vision.channels, ev);
-    const std::string quantizer = c.get<std::string>("vision_config", "quantizer", "none");
-    QLIP_CHECK(quantizer == "bsq", ck.config_path, ": field vision_config.quantizer = \"", quantizer,
-               "\"; only \"bsq\" is supported (the official code crashes on anything else, spec 10.3)");
-    const std::string embed = c.get<std::string>("vision_config", "quantizer_embed_type", "identity");
-    QLIP_CHECK(embed == "mlp", ck.config_path, ": field vision_config.quantizer_embed_type = \"", embed,
-               "\"; only \"mlp\" is supported");
+    c.expect<int>("vision_config", "image_size", cfg.vision.image_size, ev);
+    c.expect<int>("vision_config", "patch_size", cfg.vision.patch_size, ev);
+    c.expect<int>("vision_config", "num_channels", cfg.vision.channels, ev);
+    const std::string quantizer = c.text("vision_config", "quantizer");
+    auto absent = [&](const char* key) {
+      return c.stated("vision_config", key) ? "" : " (absent from config.json, so the class default applies)";
+    };
+    if (quantizer != "bsq")
+      QLIP_THROW(ck.config_path, ": field vision_config.quantizer = \"", quantizer, "\"", absent("quantizer"),
+                 "; only \"bsq\" is supported (the official code crashes on anything else, MODEL.md §10.3)");
+    const std::string embed = c.text("vision_config", "quantizer_embed_type");
+    if (embed != "mlp")
+      QLIP_THROW(ck.config_path, ": field vision_config.quantizer_embed_type = \"", embed, "\"",
+                 absent("quantizer_embed_type"), "; only \"mlp\" is supported");
   }
   // ---- quantizer ----
   {
-    const auto& proj = p.shape("vision_model.quant_embed.c_proj.weight", 2);
-    const auto& post = p.shape("vision_model.quant_embed_post.c_proj.weight", 2);
-    cfg.quantizer.bits = static_cast<int>(proj[0]);
-    cfg.quantizer.hidden_post_q = static_cast<int>(post[0]);
-    const auto& qc = ck.config_json["vision_config"].value("quantizer_cfg", nlohmann::json::object());
-    if (qc.is_object() && qc.contains("embed_dim") && qc["embed_dim"].get<int>() != cfg.quantizer.bits) {
-      QLIP_THROW(ck.config_path, ": config field vision_config.quantizer_cfg.embed_dim = ", qc["embed_dim"].get<int>(),
-                 " contradicts the weights, which say ", cfg.quantizer.bits,
-                 " (vision_model.quant_embed.c_proj.weight rows)");
+    const std::string proj_name = "vision_model.quant_embed.c_proj.weight";
+    const std::string post_name = "vision_model.quant_embed_post.c_proj.weight";
+    cfg.quantizer.bits = checked_dim(p.shape(proj_name, 2)[0], 32, f.path(), proj_name, "the code width");
+    cfg.quantizer.hidden_post_q = checked_dim(p.shape(post_name, 2)[0], kMaxWidth, f.path(), post_name, "the width");
+    const std::string qc = "vision_config.quantizer_cfg";
+    c.expect<int>(qc, "embed_dim", cfg.quantizer.bits, proj_name + " rows");
+    c.expect<std::int64_t>("vision_config", "hidden_size_post_q", cfg.quantizer.hidden_post_q, post_name + " rows");
+    ck.runtime.quantizer_l2_norm = c.boolean("vision_config", "quantizer_l2_norm");
+    if (c.stated(qc, "group_size") != nullptr) {
+      ck.runtime.group_size = c.int_in(qc, "group_size", 1, cfg.quantizer.bits);
+      QLIP_CHECK(cfg.quantizer.bits % ck.runtime.group_size == 0, ck.config_path, ": field ", qc, ".group_size = ",
+                 ck.runtime.group_size, " does not divide the ", cfg.quantizer.bits, "-bit code");
     }
-    c.expect<std::int64_t>("vision_config", "hidden_size_post_q", cfg.vision.stack.hidden, cfg.quantizer.hidden_post_q,
-                           "vision_model.quant_embed_post.c_proj.weight rows");
-    ck.runtime.quantizer_l2_norm = c.get<bool>("vision_config", "quantizer_l2_norm", false);
-    if (qc.is_object()) {
-      ck.runtime.group_size = qc.value("group_size", 0);
-      ck.runtime.code_scale_l2 = qc.value("l2_norm", true);
-    }
+    ck.runtime.code_scale_l2 = c.boolean(qc, "l2_norm");
     if (!ck.runtime.quantizer_l2_norm)
       ck.warnings.push_back(ck.config_path + ": vision_config.quantizer_l2_norm is false; BSQ codes are then not "
                                              "taken from the unit sphere (following config.json)");
   }
   // ---- pixel decoder ----
   {
-    const auto& pos = p.shape("vision_decoder.position_embeddings", 3);
-    const auto& out = p.shape("vision_decoder.conv_out.weight", 2);
-    const std::int64_t d = pos[2], n = pos[1];
+    const std::string pos_name = "vision_decoder.position_embeddings";
+    const std::string out_name = "vision_decoder.conv_out.weight";
+    const auto& pos = p.shape(pos_name, 3);
+    const auto& out = p.shape(out_name, 2);
+    const int d = checked_dim(pos[2], kMaxWidth, f.path(), pos_name, "the decoder width");
+    const int n = checked_dim(pos[1], kMaxWidth, f.path(), pos_name, "the token count");
+    const int rows = checked_dim(out[0], kMaxWidth, f.path(), out_name, "the pixels per patch");
     const int grid = detail::isqrt_exact(n);
-    QLIP_CHECK(pos[0] == 1 && grid > 0, f.path(), ": vision_decoder.position_embeddings has shape ",
-               detail::vec_string(pos), ", expected [1, N, D] with N a square patch grid");
-    cfg.decoder.channels = c.get<int>("decoder_config", "num_channels", 3);
-    const int p2 = cfg.decoder.channels > 0 && out[0] % cfg.decoder.channels == 0
-                       ? detail::isqrt_exact(out[0] / cfg.decoder.channels)
-                       : -1;
-    QLIP_CHECK(p2 > 0, f.path(), ": vision_decoder.conv_out.weight has ", out[0], " rows, expected C·p·p with C = ",
+    QLIP_CHECK(pos[0] == 1 && grid > 0, f.path(), ": ", pos_name, " has shape ", detail::vec_string(pos),
+               ", expected [1, N, D] with N a square patch grid");
+    cfg.decoder.channels = c.int_in("decoder_config", "num_channels", 1, 64);
+    const int p2 = rows % cfg.decoder.channels == 0 ? detail::isqrt_exact(rows / cfg.decoder.channels) : -1;
+    QLIP_CHECK(p2 > 0, f.path(), ": ", out_name, " has ", rows, " rows, expected C·p·p with C = ",
                cfg.decoder.channels, " (decoder_config.num_channels)");
     cfg.decoder.patch_size = p2;
-    cfg.decoder.image_size = grid * p2;
+    cfg.decoder.image_size =
+        checked_dim(std::int64_t{grid} * p2, kMaxImageSide, f.path(), pos_name, "the decoded image size");
     cfg.decoder.stack = detail::detect_stack(p, c, "vision_decoder.encoder", "decoder_config", d);
     const auto& ffn = p.shape("vision_decoder.ffn.0.weight", 2);
     QLIP_CHECK(ffn[0] == cfg.decoder.stack.intermediate && ffn[1] == d && out[1] == ffn[0], f.path(),
@@ -364,22 +521,24 @@ inline Checkpoint open_checkpoint(const std::string& dir) {
                detail::vec_string(out), " do not match the decoder width ", d, " and intermediate size ",
                cfg.decoder.stack.intermediate);
     const std::string ev = "vision_decoder.position_embeddings / conv_out.weight";
-    c.expect<int>("decoder_config", "image_size", 224, cfg.decoder.image_size, ev);
-    c.expect<int>("decoder_config", "patch_size", 32, cfg.decoder.patch_size, ev);
+    c.expect<int>("decoder_config", "image_size", cfg.decoder.image_size, ev);
+    c.expect<int>("decoder_config", "patch_size", cfg.decoder.patch_size, ev);
   }
   // ---- text ----
   {
-    const auto& tok = p.shape("text_model.embeddings.token_embedding.weight", 2);
-    const auto& pos = p.shape("text_model.embeddings.position_embedding.weight", 2);
-    QLIP_CHECK(pos[1] == tok[1], f.path(), ": text_model.embeddings.position_embedding.weight has shape ",
-               detail::vec_string(pos), ", expected [ctx, ", tok[1], "]");
-    cfg.text.vocab_size = static_cast<int>(tok[0]);
-    cfg.text.context_length = static_cast<int>(pos[0]);
-    cfg.text.stack = detail::detect_stack(p, c, "text_model.encoder", "text_config", tok[1]);
-    c.expect<int>("text_config", "vocab_size", 49408, cfg.text.vocab_size, "text_model.embeddings.token_embedding.weight");
-    c.expect<int>("text_config", "max_position_embeddings", 77, cfg.text.context_length,
-                  "text_model.embeddings.position_embedding.weight");
-    ck.runtime.eos_token_id = c.get<int>("text_config", "eos_token_id", 49407);
+    const std::string tok_name = "text_model.embeddings.token_embedding.weight";
+    const std::string pos_name = "text_model.embeddings.position_embedding.weight";
+    const auto& tok = p.shape(tok_name, 2);
+    const auto& pos = p.shape(pos_name, 2);
+    QLIP_CHECK(pos[1] == tok[1], f.path(), ": ", pos_name, " has shape ", detail::vec_string(pos), ", expected [ctx, ",
+               tok[1], "]");
+    cfg.text.vocab_size = checked_dim(tok[0], detail::kMaxVocab, f.path(), tok_name, "the vocabulary size");
+    cfg.text.context_length = checked_dim(pos[0], kMaxWidth, f.path(), pos_name, "the context length");
+    const int width = checked_dim(tok[1], kMaxWidth, f.path(), tok_name, "the text width");
+    cfg.text.stack = detail::detect_stack(p, c, "text_model.encoder", "text_config", width);
+    c.expect<int>("text_config", "vocab_size", cfg.text.vocab_size, tok_name);
+    c.expect<int>("text_config", "max_position_embeddings", cfg.text.context_length, pos_name);
+    ck.runtime.eos_token_id = c.int_in("text_config", "eos_token_id", 0, cfg.text.vocab_size - 1);
   }
   // ---- projections ----
   {
@@ -387,20 +546,20 @@ inline Checkpoint open_checkpoint(const std::string& dir) {
     const auto& tp = p.shape("text_projection.weight", 2);
     QLIP_CHECK(vp[0] == tp[0], f.path(), ": visual_projection.weight ", detail::vec_string(vp),
                " and text_projection.weight ", detail::vec_string(tp), " project to different sizes");
-    cfg.projection_dim = static_cast<int>(vp[0]);
+    cfg.projection_dim = checked_dim(vp[0], kMaxWidth, f.path(), "visual_projection.weight", "the projection size");
     cfg.vision_projection_bias = p.has("visual_projection.bias");
     cfg.text_projection_bias = p.has("text_projection.bias");
-    c.expect<int>("", "projection_dim", 512, cfg.projection_dim, "visual_projection.weight rows");
-    c.expect<bool>("", "vision_projection_bias", true, cfg.vision_projection_bias, "presence of visual_projection.bias");
-    c.expect<bool>("", "text_projection_bias", false, cfg.text_projection_bias, "presence of text_projection.bias");
+    c.expect<int>("", "projection_dim", cfg.projection_dim, "visual_projection.weight rows");
+    c.expect<bool>("", "vision_projection_bias", cfg.vision_projection_bias, "presence of visual_projection.bias");
+    c.expect<bool>("", "text_projection_bias", cfg.text_projection_bias, "presence of text_projection.bias");
   }
   // ---- run-time values ----
   ck.runtime.vision = detail::read_tower_runtime(c, "vision_config", true);
   ck.runtime.decoder = detail::read_tower_runtime(c, "decoder_config", true);
   ck.runtime.text = detail::read_tower_runtime(c, "text_config", false);
-  if (c.get<bool>("text_config", "rope", false))
+  if (c.boolean("text_config", "rope"))
     ck.warnings.push_back(ck.config_path + ": text_config.rope is true, but the QLIP text tower never applies RoPE");
-  ck.runtime.logit_scale = static_cast<float>(c.get<double>("", "logit_scale_init_value", 2.6592));
+  ck.runtime.logit_scale = static_cast<float>(c.number("", "logit_scale_init_value", -100.0, 100.0, false));
   if (f.contains("logit_scale")) {
     const auto& info = f.info("logit_scale");
     if (info.numel() == 1 && (info.dtype == DType::f32 || info.dtype == DType::f16 || info.dtype == DType::bf16)) {
@@ -408,6 +567,7 @@ inline Checkpoint open_checkpoint(const std::string& dir) {
       w.read("logit_scale", info.shape, &ck.runtime.logit_scale);
     }
   }
+  ck.defaulted_fields = c.defaulted();
   return ck;
 }
 

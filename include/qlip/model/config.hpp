@@ -165,34 +165,6 @@ inline constexpr StackConfig kClipTextB{512, 12, 8, 2048, MlpKind::plain, false,
 inline constexpr StackConfig kClipTextL{768, 12, 12, 3072, MlpKind::plain, false, true, true, true};
 }  // namespace detail
 
-/// Unit-test checkpoint (tests/data/qlip/qlip-test-tiny): EVA-02 style towers, every feature on.
-struct QlipTestTiny {
-  static constexpr const char* name = "qlip-test-tiny";
-  static constexpr QlipConfig config{
-      .vision = {32, 8, 3, {64, 2, 4, 176, MlpKind::swiglu, true, true, false, true}},
-      .quantizer = {28, 64},
-      .decoder = {32, 8, 3, {64, 2, 4, 176, MlpKind::swiglu, true, true, false, true}},
-      .text = {49408, 77, {32, 2, 2, 128, MlpKind::plain, false, true, true, true}},
-      .projection_dim = 32,
-      .vision_projection_bias = true,
-      .text_projection_bias = false,
-  };
-};
-
-/// Unit-test checkpoint (tests/data/qlip/qlip-test-plain): CLIP-style towers, the other branches.
-struct QlipTestPlain {
-  static constexpr const char* name = "qlip-test-plain";
-  static constexpr QlipConfig config{
-      .vision = {24, 4, 3, {48, 3, 3, 96, MlpKind::plain, false, true, true, true}},
-      .quantizer = {28, 40},
-      .decoder = {24, 4, 3, {40, 2, 2, 80, MlpKind::plain, false, true, true, true}},
-      .text = {49408, 77, {32, 2, 2, 64, MlpKind::plain, false, true, true, true}},
-      .projection_dim = 24,
-      .vision_projection_bias = false,
-      .text_projection_bias = true,
-  };
-};
-
 /// nvidia/QLIP-B-16-256 (spec 1.4, sizes [INFERRED]; the loader verifies every shape).
 struct QlipB16_256 {
   static constexpr const char* name = "qlip-b-16-256";
@@ -235,11 +207,25 @@ struct QlipL14_392 {
   };
 };
 
-/// Every config the loader can dispatch to. Adding a checkpoint family = one tag above + one entry
-/// here; each entry instantiates the whole model once per backend, so keep the list short.
-using CompiledQlipConfigs = TypeList<QlipTestTiny, QlipTestPlain, QlipB16_256, QlipB8_256, QlipL14_392>;
+/// The released checkpoint families: the default list `with_qlip_model` dispatches over. Each entry
+/// instantiates the whole model once per backend, so a program that knows which checkpoint it runs
+/// should pass a shorter list (or use QlipModel<Tag>::load directly); a program with checkpoints of
+/// its own defines a tag like the ones above and passes a list holding it (docs/ARCHITECTURE.md,
+/// "Your own config").
+using ReleasedQlipConfigs = TypeList<QlipB16_256, QlipB8_256, QlipL14_392>;
 
-static_assert(qlip_config_tag<QlipTestTiny> && qlip_config_tag<QlipTestPlain> && qlip_config_tag<QlipB16_256> &&
-              qlip_config_tag<QlipB8_256> && qlip_config_tag<QlipL14_392>);
+namespace detail {
+template <class L>
+struct is_qlip_config_list : std::false_type {};
+template <class... Ts>
+struct is_qlip_config_list<TypeList<Ts...>> : std::bool_constant<(sizeof...(Ts) > 0) && (qlip_config_tag<Ts> && ...)> {};
+}  // namespace detail
+
+/// A non-empty TypeList of compiled config tags (what `with_qlip_model<List>` dispatches over).
+template <class L>
+concept qlip_config_list = detail::is_qlip_config_list<L>::value;
+
+static_assert(qlip_config_tag<QlipB16_256> && qlip_config_tag<QlipB8_256> && qlip_config_tag<QlipL14_392>);
+static_assert(qlip_config_list<ReleasedQlipConfigs>);
 
 }  // namespace qlip

@@ -169,6 +169,7 @@ struct ModelInfo {
   std::int64_t file_tensors = 0;      ///< tensors in model.safetensors
   std::int64_t file_elements = 0;     ///< Σ numel over the file (incl. buffers, logit_scale)
   std::map<std::string, std::int64_t> file_dtypes;  ///< stored dtype → tensor count
+  std::vector<std::string> defaulted_fields;  ///< config.json fields absent there: "field = default"
   nn::RopeSource vision_rope = nn::RopeSource::none;
   nn::RopeSource decoder_rope = nn::RopeSource::none;
 };
@@ -249,7 +250,7 @@ std::string describe_no_match(TypeList<Ts...>, const QlipConfig& detected, const
 // ---------------------------------------------------------------------------------------------
 
 /// A loaded QLIP checkpoint.
-/// @tparam Cfg     a compiled config tag (QlipB16_256, ...), see CompiledQlipConfigs
+/// @tparam Cfg     a compiled config tag (QlipB16_256, ..., or a user's own), see ReleasedQlipConfigs
 /// @tparam Backend backend tag (cpu_backend)
 /// @tparam T       parameter/activation precision (float on the CPU backend)
 template <qlip_config_tag Cfg, backend Backend = cpu_backend, class T = float>
@@ -302,6 +303,7 @@ class QlipModel {
     m.info_.file_tensors = ck.tensor_count;
     m.info_.file_elements = ck.element_count;
     m.info_.file_dtypes = ck.dtype_counts;
+    m.info_.defaulted_fields = ck.defaulted_fields;
     return m;
   }
 
@@ -561,18 +563,22 @@ class QlipModel {
 // Loading any compiled config
 // ---------------------------------------------------------------------------------------------
 
-/// Opens `dir`, picks the compiled config whose structure the weights have, loads it and calls
-/// f(model) with a QlipModel<Tag, Backend>&. f is instantiated once per compiled config.
-/// @throws qlip::Error naming the differences to each compiled config and the supported ones when
+/// Opens `dir`, picks the config of `Configs` whose structure the weights have, loads it and calls
+/// f(model) with a QlipModel<Tag, Backend>&. f is instantiated once per config in the list, so the
+/// list decides compile time and binary size: pass only the configs a program needs, e.g.
+/// `with_qlip_model<TypeList<QlipB16_256>>(dir, f)`, or a list with configs of your own.
+/// @tparam Configs a TypeList of config tags (default: the released checkpoints)
+/// @tparam Backend backend tag (cpu_backend)
+/// @throws qlip::Error naming the differences to each listed config and the supported ones when
 ///         none matches; or any load error (missing tensor, shape, config.json contradiction)
-template <backend Backend = cpu_backend, class F>
+template <qlip_config_list Configs = ReleasedQlipConfigs, backend Backend = cpu_backend, class F>
 void with_qlip_model(const std::string& dir, F&& f) {
   const Checkpoint ck = open_checkpoint(dir);
   bool any = false;
-  [&]<class... Ts>(TypeList<Ts...>) { any = ((Ts::config == ck.structure) || ...); }(CompiledQlipConfigs{});
-  if (!any) QLIP_THROW(detail::describe_no_match(CompiledQlipConfigs{}, ck.structure, dir));
+  [&]<class... Ts>(TypeList<Ts...>) { any = ((Ts::config == ck.structure) || ...); }(Configs{});
+  if (!any) QLIP_THROW(detail::describe_no_match(Configs{}, ck.structure, dir));
   dispatch_type(
-      CompiledQlipConfigs{}, "QLIP config",
+      Configs{}, "QLIP config",
       [&](auto tag) { return decltype(tag)::type::config == ck.structure; },
       [&](auto tag) {
         using Tag = typename decltype(tag)::type;
@@ -581,14 +587,16 @@ void with_qlip_model(const std::string& dir, F&& f) {
       });
 }
 
-/// The name of the compiled config matching the checkpoint in `dir` (throws like with_qlip_model).
-inline std::string detect_qlip_config(const std::string& dir) {
+/// The name of the config of `Configs` matching the checkpoint in `dir` (throws like with_qlip_model).
+/// @tparam Configs a TypeList of config tags (default: the released checkpoints)
+template <qlip_config_list Configs = ReleasedQlipConfigs>
+std::string detect_qlip_config(const std::string& dir) {
   const Checkpoint ck = open_checkpoint(dir);
   std::string name;
   [&]<class... Ts>(TypeList<Ts...>) {
     ((Ts::config == ck.structure && name.empty() ? (name = Ts::name, true) : false), ...);
-  }(CompiledQlipConfigs{});
-  if (name.empty()) QLIP_THROW(detail::describe_no_match(CompiledQlipConfigs{}, ck.structure, dir));
+  }(Configs{});
+  if (name.empty()) QLIP_THROW(detail::describe_no_match(Configs{}, ck.structure, dir));
   return name;
 }
 
