@@ -5,14 +5,17 @@ For each of qlip-test-tiny and qlip-test-plain:
   config.json, model.safetensors, preprocessor_config.json   (tools/qlip_reference.py make-checkpoint)
   fixtures.safetensors                                       (every intermediate, see docs/REFERENCE.md)
   fixtures_manifest.json                                     (name -> shape/dtype, plus a few stats)
+and <config>-diff/: the same checkpoint with config.json in the form save_pretrained writes
+(only fields that differ from the config classes' defaults), model.safetensors a symlink.
 
-Usage: python3 tools/make_qlip_fixtures.py [--out tests/data/qlip] [--seed 0] [--configs ...]
+Usage: python3 tools/make_qlip_fixtures.py [--out tests/data/qlip] [--seed 0] [--configs ...] [--diff-twins-only]
 Self-checks run after writing (tokenizer cross-check vs HF CLIPTokenizer, index round trips,
 checkpoint reload), and the script exits non-zero if one fails.
 """
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -200,15 +203,47 @@ def make_one(name, root, seed):
     return out
 
 
+def write_diff_twin(name, root):
+    """<name>-diff/: the same checkpoint with config.json in save_pretrained's diff form.
+
+    model.safetensors is a relative symlink to the full-form folder's file (no second copy in the
+    repository); preprocessor_config.json is copied. The C++ tests require identical outputs.
+    """
+    src = os.path.join(root, name)
+    dst = os.path.join(root, name + "-diff")
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(src, "config.json")) as f:
+        full = json.load(f)
+    diff = ref.diff_form(full)
+    back = ref.full_form(diff)
+    back.pop("transformers_version")
+    assert back == full, f"{name}: diff form does not round-trip"
+    ref.write_config(full, dst, "diff")
+    shutil.copyfile(os.path.join(src, "preprocessor_config.json"), os.path.join(dst, "preprocessor_config.json"))
+    link = os.path.join(dst, "model.safetensors")
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.join("..", name, "model.safetensors"), link)
+    print(f"{name}-diff: config.json with {sum(len(v) if isinstance(v, dict) else 1 for v in diff.values())} "
+          f"entries (full form: {sum(len(v) if isinstance(v, dict) else 1 for v in full.values())})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ref.REPO_ROOT, "tests", "data", "qlip"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", nargs="+", default=SMALL_CONFIGS)
+    ap.add_argument("--diff-twins-only", action="store_true",
+                    help="only (re)write the <config>-diff folders from the existing full-form ones")
     args = ap.parse_args()
+    if args.diff_twins_only:
+        for name in args.configs:
+            write_diff_twin(name, args.out)
+        return 0
     torch.set_num_threads(1)  # determinism across machines is not guaranteed anyway; keep it simple
     for name in args.configs:
         make_one(name, args.out, args.seed)
+        write_diff_twin(name, args.out)
     check_against_hf_and_math(args.seed)
     return 0
 

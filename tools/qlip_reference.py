@@ -6,7 +6,7 @@ sections 2.2-2.9 / 3.1 / 3.4 with module names chosen so that ``state_dict()`` y
 tensor names of spec 5.3. It exists to produce golden tensors for the C++ implementation.
 
 Sub-commands
-  make-checkpoint --config NAME --out DIR [--seed 0] [--dtype f32|f16|bf16]
+  make-checkpoint --config NAME --out DIR [--seed 0] [--dtype f32|f16|bf16] [--config-form full|diff]
       writes DIR/config.json, DIR/model.safetensors (random, deterministic), DIR/preprocessor_config.json,
       DIR/vocab.json + DIR/merges.txt (built from third_party_data/bpe_simple_vocab_16e6.txt.gz)
   dump --ckpt DIR --image PATH [PATH ...] --captions "a,b,c" --out FILE.safetensors
@@ -150,6 +150,52 @@ CONFIG_BUILDERS = {
     "qlip-test-tiny": _tiny,
     "qlip-test-plain": _plain,
 }
+
+# ----------------------------------------------------------------------------------------------
+# The two forms of config.json
+# ----------------------------------------------------------------------------------------------
+# Hugging Face `PretrainedConfig.save_pretrained` (transformers 4.x, which the official release used)
+# writes the "diff" form: per sub-config only the fields that differ from that config class's
+# defaults, plus `model_type`; at the top level only what differs from QLIPConfig's defaults.
+# `from_pretrained` fills the rest from the class defaults. make-checkpoint writes the full form by
+# default and the diff form with --config-form diff; load_model accepts both.
+
+_SECTION_DEFAULTS = {"text_config": _TEXT_DEFAULTS, "vision_config": _TOWER_DEFAULTS,
+                     "decoder_config": _TOWER_DEFAULTS}
+_SECTION_MODEL_TYPES = {"text_config": "clip_text_model", "vision_config": "clip_vision_model",
+                        "decoder_config": "clip_vision_model"}
+_TOP_DEFAULTS = dict(projection_dim=512, logit_scale_init_value=2.6592)
+
+
+def diff_form(cfg):
+    """config.json as save_pretrained writes it (fields equal to the class defaults dropped)."""
+    out = {}
+    for key, value in cfg.items():
+        if key in _SECTION_DEFAULTS:
+            defaults = _SECTION_DEFAULTS[key]
+            sec = {k: v for k, v in value.items() if k not in defaults or v != defaults[k]}
+            sec["model_type"] = _SECTION_MODEL_TYPES[key]
+            out[key] = dict(sorted(sec.items()))
+        elif key in _TOP_DEFAULTS and value == _TOP_DEFAULTS[key]:
+            continue
+        else:
+            out[key] = value
+    out["transformers_version"] = "4.37.2"
+    return dict(sorted(out.items()))
+
+
+def full_form(cfg):
+    """The inverse: every absent field takes its class default (what from_pretrained does)."""
+    out = copy.deepcopy(_TOP_DEFAULTS)
+    for key, value in cfg.items():
+        if key not in _SECTION_DEFAULTS:
+            out[key] = copy.deepcopy(value)
+    for key, defaults in _SECTION_DEFAULTS.items():
+        sec = copy.deepcopy(defaults)
+        sec.update({k: copy.deepcopy(v) for k, v in cfg.get(key, {}).items() if k != "model_type"})
+        out[key] = sec
+    return out
+
 
 # Storage dtype policy of make-checkpoint when --dtype is not given.
 #   value: (default dtype, {key: dtype overrides}); rope buffers are always stored as F32.
@@ -637,7 +683,13 @@ def preprocessor_config(image_size):
 # Checkpoint I/O
 # ----------------------------------------------------------------------------------------------
 
-def make_checkpoint(name, out_dir, seed=0, dtype=None, tokenizer_files=True):
+def write_config(cfg, out_dir, form="full"):
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(diff_form(cfg) if form == "diff" else cfg, f, indent=2)
+        f.write("\n")
+
+
+def make_checkpoint(name, out_dir, seed=0, dtype=None, tokenizer_files=True, config_form="full"):
     from safetensors.torch import save_file
     cfg = get_config(name)
     model = QLIPModel(cfg)
@@ -653,9 +705,7 @@ def make_checkpoint(name, out_dir, seed=0, dtype=None, tokenizer_files=True):
     os.makedirs(out_dir, exist_ok=True)
     save_file(stored, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     os.chmod(os.path.join(out_dir, "model.safetensors"), 0o644)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-        f.write("\n")
+    write_config(cfg, out_dir, config_form)
     with open(os.path.join(out_dir, "preprocessor_config.json"), "w") as f:
         json.dump(preprocessor_config(cfg["vision_config"]["image_size"]), f, indent=2)
         f.write("\n")
@@ -668,7 +718,7 @@ def make_checkpoint(name, out_dir, seed=0, dtype=None, tokenizer_files=True):
 def load_model(ckpt_dir):
     from safetensors.torch import load_file
     with open(os.path.join(ckpt_dir, "config.json")) as f:
-        cfg = json.load(f)
+        cfg = full_form(json.load(f))
     model = QLIPModel(cfg)
     sd = {k: v.to(torch.float32) for k, v in load_file(os.path.join(ckpt_dir, "model.safetensors")).items()}
     model.load_state_dict(sd, strict=True)
@@ -707,6 +757,8 @@ def main(argv=None):
     a.add_argument("--dtype", choices=list(DTYPES), default=None,
                    help="storage dtype for all weights (rope buffers stay f32); default: per-config policy")
     a.add_argument("--no-tokenizer-files", action="store_true")
+    a.add_argument("--config-form", choices=["full", "diff"], default="full",
+                   help="diff: only fields that differ from the config classes' defaults, as save_pretrained writes")
     c = sub.add_parser("count")
     c.add_argument("--config", required=True, choices=list(CONFIG_BUILDERS))
     d = sub.add_parser("dump")
@@ -719,7 +771,7 @@ def main(argv=None):
 
     if args.cmd == "make-checkpoint":
         n_t, n_p = make_checkpoint(args.config, args.out, args.seed, args.dtype,
-                                   not args.no_tokenizer_files)
+                                   not args.no_tokenizer_files, config_form=args.config_form)
         print(f"{args.config}: wrote {args.out}: {n_t} tensors, {n_p:,} parameters "
               f"(sum of numel incl. logit_scale and rope buffers)")
     elif args.cmd == "count":

@@ -171,6 +171,119 @@ TEST(CheckpointErrors, UnsupportedActivationNamesField) {
   expect_error([&] { Tiny::load(dir); }, {"text_config.hidden_act", "relu6"});
 }
 
+// ---- config.json fields absent: the official class defaults (save_pretrained's diff form) ----
+
+bool lists(const qlip::Checkpoint& ck, const std::string& field) {
+  for (const auto& d : ck.defaulted_fields)
+    if (d == field) return true;
+  return false;
+}
+
+TEST(CheckpointDefaults, AbsentHeadsTakeTheClassDefault) {
+  BrokenFolder f;
+  f.config()["text_config"].erase("num_attention_heads");  // QLIPTextConfig default: 8 (32 / 8 = 4)
+  f.config()["vision_config"].erase("num_attention_heads");  // QLIPVisionConfig default: 12 ∤ 64
+  const std::string dir = f.write();
+  expect_error([&] { qlip::open_checkpoint(dir); },
+               {"config.json", "vision_config.num_attention_heads", "12", "does not divide", "64"});
+  f.config()["vision_config"]["num_attention_heads"] = 4;
+  const auto ck = qlip::open_checkpoint(f.write());
+  EXPECT_EQ(ck.structure.text.stack.heads, 8);
+  EXPECT_TRUE(lists(ck, "text_config.num_attention_heads = 8"));
+  // Not the tiny config any more (2 text heads): the mismatch names the field.
+  expect_error([&] { Tiny::load(dir); }, {"not a qlip-test-tiny checkpoint", "text_config.num_attention_heads"});
+}
+
+TEST(CheckpointDefaults, AbsentStructuralFieldsAreTakenFromTheWeights) {
+  BrokenFolder f;
+  for (const char* k : {"hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size",
+                        "k_bias", "subln", "swiglu"})
+    f.config()["vision_config"].erase(k);
+  const auto m = Tiny::load(f.write());  // the weights decide these, whatever the class defaults say
+  EXPECT_EQ(m.info().structure, qlip::QlipTestTiny::config);
+}
+
+TEST(CheckpointDefaults, MissingSectionMeansAllDefaults) {
+  BrokenFolder f;
+  f.config().erase("text_config");
+  const auto ck = qlip::open_checkpoint(f.write());
+  EXPECT_EQ(ck.structure.text.stack.heads, 8);
+  EXPECT_EQ(ck.runtime.eos_token_id, 49407);
+  EXPECT_TRUE(lists(ck, "text_config.layer_norm_eps = 1e-05"));
+}
+
+TEST(CheckpointDefaults, AbsentQuantizerTypeSaysTheDefaultApplied) {
+  BrokenFolder f;
+  f.config()["vision_config"].erase("quantizer");
+  const std::string dir = f.write();
+  expect_error([&] { qlip::open_checkpoint(dir); }, {"vision_config.quantizer", "\"none\"", "class default"});
+}
+
+// ---- config.json values of the wrong type or out of range: one line naming file and field ----
+
+struct BadValue {
+  const char* section;  ///< "" = top level; "vision_config.quantizer_cfg" = nested
+  const char* key;
+  nlohmann::json value;
+  std::vector<std::string> needles;
+};
+
+class CheckpointBadValue : public ::testing::TestWithParam<BadValue> {};
+
+TEST_P(CheckpointBadValue, IsAnErrorNamingFileAndField) {
+  const BadValue& b = GetParam();
+  BrokenFolder f;
+  nlohmann::json* node = &f.config();
+  std::string s = b.section;
+  while (!s.empty()) {
+    const auto dot = s.find('.');
+    node = &(*node)[s.substr(0, dot)];
+    s = dot == std::string::npos ? "" : s.substr(dot + 1);
+  }
+  (*node)[b.key] = b.value;
+  const std::string dir = f.write();
+  std::vector<std::string> needles = b.needles;
+  needles.push_back("config.json");
+  expect_error([&] { qlip::open_checkpoint(dir); }, needles);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    TypesAndRanges, CheckpointBadValue,
+    ::testing::Values(
+        BadValue{"vision_config", "num_attention_heads", "4", {"vision_config.num_attention_heads", "string"}},
+        BadValue{"vision_config", "num_attention_heads", 4.9, {"vision_config.num_attention_heads", "not an integer"}},
+        BadValue{"vision_config", "num_attention_heads", 1e19, {"vision_config.num_attention_heads"}},
+        BadValue{"vision_config", "num_attention_heads", 4294967300LL, {"vision_config.num_attention_heads", "range"}},
+        BadValue{"vision_config", "num_attention_heads", true, {"vision_config.num_attention_heads", "boolean"}},
+        BadValue{"vision_config", "num_attention_heads", nlohmann::json::array(), {"num_attention_heads", "array"}},
+        BadValue{"vision_config", "hidden_size", 4294967360LL, {"vision_config.hidden_size", "range"}},
+        BadValue{"vision_config", "layer_norm_eps", -1, {"vision_config.layer_norm_eps", "range"}},
+        BadValue{"decoder_config", "layer_norm_eps", "1e-6", {"decoder_config.layer_norm_eps", "string"}},
+        BadValue{"text_config", "eos_token_id", -1, {"text_config.eos_token_id", "range"}},
+        BadValue{"text_config", "eos_token_id", 49408, {"text_config.eos_token_id", "range"}},
+        BadValue{"vision_config.quantizer_cfg", "group_size", -2, {"quantizer_cfg.group_size", "range"}},
+        BadValue{"vision_config.quantizer_cfg", "group_size", 5, {"quantizer_cfg.group_size", "divide"}},
+        BadValue{"vision_config.quantizer_cfg", "embed_dim", 27, {"quantizer_cfg.embed_dim", "contradicts"}},
+        BadValue{"vision_config.quantizer_cfg", "l2_norm", 1, {"quantizer_cfg.l2_norm", "true or false"}},
+        BadValue{"vision_config", "quantizer_cfg", nlohmann::json::array(), {"vision_config.quantizer_cfg", "object"}},
+        BadValue{"vision_config", "rope", "yes", {"vision_config.rope", "true or false"}},
+        BadValue{"text_config", "hidden_act", 3, {"text_config.hidden_act", "string"}},
+        BadValue{"", "logit_scale_init_value", "2.6", {"logit_scale_init_value", "number"}},
+        BadValue{"", "text_config", 5, {"text_config", "object"}}));
+
+TEST(CheckpointBadValue, TopLevelMustBeAnObject) {
+  BrokenFolder f;
+  f.config() = nlohmann::json::array({1, 2});
+  const std::string dir = f.write();
+  expect_error([&] { qlip::open_checkpoint(dir); }, {"config.json", "object"});
+}
+
+TEST(CheckpointBadValue, IntegralFloatIsAccepted) {
+  BrokenFolder f;
+  f.config()["vision_config"]["num_attention_heads"] = 4.0;  // some writers emit 4.0
+  EXPECT_NO_THROW(Tiny::load(f.write()));
+}
+
 TEST(CheckpointErrors, TruncatedSafetensorsIsAnErrorNamingTheFile) {
   BrokenFolder f;
   const std::string dir = f.write();
