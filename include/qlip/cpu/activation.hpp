@@ -6,6 +6,8 @@
 /// bit for bit (no reduction is involved).
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <cmath>

@@ -13,6 +13,8 @@
 /// views into a fused qkv buffer) go straight to Eigen; any other layout takes a plain-loop path.
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <omp.h>
 
 #include <Eigen/Core>

@@ -7,6 +7,8 @@
 /// so that no exception escapes an OpenMP region.
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <cstdint>
 
 #include "qlip/core/backend.hpp"

@@ -19,6 +19,8 @@
 /// Preconditions (not checked): the output does not overlap the inputs.
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <omp.h>
 
 #include <Eigen/Core>

@@ -3,6 +3,8 @@
 ///        SIMD float reduction per row. Deterministic for a given thread count.
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

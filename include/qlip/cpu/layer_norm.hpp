@@ -7,6 +7,8 @@
 /// count: each row is reduced by one thread in a fixed (vectorised) order.
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <cmath>
 #include <cstdint>
 

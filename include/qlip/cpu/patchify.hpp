@@ -4,6 +4,8 @@
 ///        result equals reference/patchify.hpp exactly (see there for the element order).
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <cstdint>
 
 #include "qlip/core/backend.hpp"

@@ -9,6 +9,8 @@
 /// Labels must be string literals (they are compared by address first, then by content).
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <omp.h>
 
 #include <chrono>

@@ -5,6 +5,8 @@
 /// upcast to fp32). Deterministic for a given thread count (one thread per row, fixed order).
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <cmath>
 #include <cstdint>
 

@@ -7,6 +7,8 @@
 /// are built once per model, so one builder serves every backend.
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <cstdint>
 
 #include "qlip/core/backend.hpp"

@@ -5,6 +5,8 @@
 /// NaN (as torch). Deterministic for a given thread count (one thread per row, fixed order).
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

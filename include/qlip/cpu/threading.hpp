@@ -6,6 +6,8 @@
 /// threaded when called from inside an OpenMP parallel region, so nesting never oversubscribes.
 #pragma once
 
+#include "qlip/cpu/build_check.hpp"
+
 #include <omp.h>
 
 #include <Eigen/Core>
