@@ -256,7 +256,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"vision_config", "num_attention_heads", 4294967300LL, {"vision_config.num_attention_heads", "range"}},
         BadValue{"vision_config", "num_attention_heads", true, {"vision_config.num_attention_heads", "boolean"}},
         BadValue{"vision_config", "num_attention_heads", nlohmann::json::array(), {"num_attention_heads", "array"}},
-        BadValue{"vision_config", "hidden_size", 4294967360LL, {"vision_config.hidden_size", "range"}},
+        BadValue{"vision_config", "hidden_size", 4294967360LL, {"vision_config.hidden_size", "= 4294967360", "contradicts"}},
         BadValue{"vision_config", "layer_norm_eps", -1, {"vision_config.layer_norm_eps", "range"}},
         BadValue{"decoder_config", "layer_norm_eps", "1e-6", {"decoder_config.layer_norm_eps", "string"}},
         BadValue{"text_config", "eos_token_id", -1, {"text_config.eos_token_id", "range"}},
@@ -269,7 +269,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"vision_config", "rope", "yes", {"vision_config.rope", "true or false"}},
         BadValue{"text_config", "hidden_act", 3, {"text_config.hidden_act", "string"}},
         BadValue{"", "logit_scale_init_value", "2.6", {"logit_scale_init_value", "number"}},
-        BadValue{"", "text_config", 5, {"text_config", "object"}}));
+        BadValue{"", "text_config", 5, {"text_config", "object"}}),
+    [](const ::testing::TestParamInfo<BadValue>& info) {  // e.g. "6_hidden_size"
+      return std::to_string(info.index) + "_" + info.param.key;
+    });
 
 TEST(CheckpointBadValue, TopLevelMustBeAnObject) {
   BrokenFolder f;
