@@ -202,7 +202,9 @@ std::map<std::string, std::map<std::string, double>> parse_json(const RunResult&
       rows[l["label"].get<std::string>()] = p;
     }
     EXPECT_EQ(rows.size(), labels) << r.out;
-    if (rows.size() == labels) EXPECT_NEAR(sum, 1.0, 1e-5) << r.out;
+    if (rows.size() == labels) {
+      EXPECT_NEAR(sum, 1.0, 1e-5) << r.out;
+    }
   }
   return out;
 }
@@ -314,7 +316,7 @@ TEST_F(TextTest, LongPromptIsCutWithAWarning) {
 
 TEST_F(TextTest, EmbedTextsFromAFileToStandardOutput) {
   write_text(path("texts.txt"), "# captions\na cat, sleeping\n\na dog\n");
-  const std::string e = out("emb.safetensors");
+  const std::string e = path("emb.safetensors");
   QLIP_EXPECT_CLI_OK(
       run("embed " + q(kTiny) + " --text 'a cat\\, sleeping,a dog' -o " + q(e) + " --vocab " + q(vocab_)));
   const RunResult r = run("embed " + q(kTiny) + " --text @" + q(path("texts.txt")) + " -o - --vocab " + q(vocab_));
