@@ -266,6 +266,21 @@ TEST_F(CliTest, GridMustBeAPng) {
   QLIP_EXPECT_CLI_OK(run("reconstruct " + q(kTiny) + " " + q(img) + " -o " + q(out("GRID.PNG"))));
 }
 
+TEST_F(CliTest, BinaryOutputIsNotWrittenToATerminal) {
+  // util-linux `script` gives the command a terminal as stdout; without it there is none to test on.
+  if (!fs::exists("/usr/bin/script")) GTEST_SKIP() << "/usr/bin/script (util-linux) is not installed";
+  const std::string img = make_png("a.png", 40, 40);
+  const std::string transcript = path("tty.txt");
+  const std::string inner = q(cli_) + " encode " + q(kTiny) + " " + q(img) + " -o -; echo \"exit=$?\"";
+  ASSERT_EQ(
+      std::system(("/usr/bin/script -qc " + q(inner) + " /dev/null >" + q(transcript) + " 2>&1 </dev/null").c_str()),
+      0);
+  const std::string t = read_text(transcript);
+  EXPECT_NE(t.find("qlip: error: -o -: standard output is a terminal"), std::string::npos) << t;
+  EXPECT_NE(t.find("exit=1"), std::string::npos) << t;
+  EXPECT_EQ(t.find("__metadata__"), std::string::npos) << "binary data on the terminal\n" << t;
+}
+
 TEST_F(CliTest, DecodeRefusesStandardOutput) {
   const RunResult r = run("decode " + q(kTiny) + " " + q(path("codes.safetensors")) + " -o -");
   QLIP_EXPECT_CLI_EXIT(*this, r, 2, "-o -", "folder", "standard output");
