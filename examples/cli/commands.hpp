@@ -1,5 +1,6 @@
 /// @file commands.hpp
-/// @brief The six subcommands of the `qlip` CLI (info, encode, decode, reconstruct, classify, embed).
+/// @brief The subcommands of the `qlip` CLI (info, encode, decode, reconstruct, classify, embed,
+///        tokenize).
 ///
 /// Shape of every command: cheap checks first (arguments, output location, input paths, labels,
 /// tokenizer), then the model is loaded through qlip::with_qlip_model (which picks the compiled
@@ -8,14 +9,22 @@
 /// (atomically, or all-or-nothing for decode's folder of PNGs).
 ///
 /// Output conventions: results go to stdout; warnings go to stderr as "qlip: warning: ..." (not
-/// printed with --quiet); the progress bar goes to stderr (only on a terminal by default).
+/// printed with --quiet); the progress bar goes to stderr (only on a terminal by default). With
+/// `-o -` the output file itself goes to stdout, and the lines that would have gone there (the
+/// "wrote ..." line, reconstruct's table) go to stderr.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -57,6 +66,60 @@ inline void warn(const GlobalOptions& g, const std::string& message) {
 
 inline void warn_all(const GlobalOptions& g, const std::vector<std::string>& messages) {
   for (const auto& m : messages) warn(g, m);
+}
+
+/// At most the first `max_chars` bytes of `text`, cut at a UTF-8 character boundary, with "..."
+/// when something was cut (for quoting user texts in one-line messages).
+inline std::string abbreviate(const std::string& text, std::size_t max_chars = 60) {
+  if (text.size() <= max_chars) return text;
+  std::size_t cut = max_chars;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+  return text.substr(0, cut) + "...";
+}
+
+/// Warns about texts longer than the text context: tokenize() keeps only their first context − 2
+/// BPE tokens (open_clip's behaviour), which silently changes what a prompt says. One warning per
+/// text, the first few only, then a count.
+class TruncationWarnings {
+ public:
+  TruncationWarnings(const GlobalOptions& g, int context, std::string what)
+      : g_(g), context_(context), what_(std::move(what)), uncaught_(std::uncaught_exceptions()) {}
+  /// Prints the count of warnings held back, unless an error is on its way (it gets the one line).
+  ~TruncationWarnings() {
+    if (hidden_ > 0 && std::uncaught_exceptions() <= uncaught_)
+      warn(g_, std::to_string(hidden_) + " more " + what_ + (hidden_ == 1 ? " is" : "s are") + " cut the same way");
+  }
+  TruncationWarnings(const TruncationWarnings&) = delete;
+  TruncationWarnings& operator=(const TruncationWarnings&) = delete;
+
+  /// `text` has `bpe_tokens` BPE ids (without SOT/EOT).
+  void check(const std::string& text, std::size_t bpe_tokens) {
+    const std::size_t room = static_cast<std::size_t>(context_ - 2);
+    if (bpe_tokens <= room) return;
+    if (++shown_ > kMaxShown) {
+      ++hidden_;
+      return;
+    }
+    warn(g_, what_ + " \"" + abbreviate(text) + "\" is " + std::to_string(bpe_tokens) + " tokens, longer than the " +
+                 std::to_string(context_) + "-token text context: only its first " + std::to_string(room) +
+                 " tokens are used");
+  }
+
+ private:
+  static constexpr int kMaxShown = 5;
+  const GlobalOptions& g_;
+  int context_;
+  std::string what_;
+  int shown_ = 0;
+  int hidden_ = 0;
+  int uncaught_ = 0;
+};
+
+/// Runs every text through TruncationWarnings for a tower with `context` tokens.
+inline void warn_truncated(const GlobalOptions& g, const text::ClipTokenizer& tok,
+                           const std::vector<std::string>& texts, int context, const std::string& what) {
+  TruncationWarnings w(g, context, what);
+  for (const auto& t : texts) w.check(t, tok.encode(t).size());
 }
 
 inline const char* yes_no(bool b) {
@@ -310,11 +373,12 @@ void encode_with(const Model& model, const GlobalOptions& g, const EncodeOptions
       {"qlip_version", QLIP_VERSION_STRING},
   };
   if (groups > 0) meta["group_size"] = std::to_string(o.group_size);
-  w.write(o.output, meta);
+  write_output(o.output, "codes.safetensors", [&](const std::string& path) { w.write(path, meta); });
   if (!g.quiet) {
-    std::printf("wrote %s: %lld image%s x %lld tokens x %d bits (%s)%s\n", o.output.c_str(),
-                static_cast<long long>(count), count == 1 ? "" : "s", static_cast<long long>(N), L, Model::name(),
-                groups > 0 ? (", group size " + std::to_string(o.group_size)).c_str() : "");
+    std::fprintf(info_stream(o.output), "wrote %s: %lld image%s x %lld tokens x %d bits (%s)%s\n",
+                 output_name(o.output).c_str(), static_cast<long long>(count), count == 1 ? "" : "s",
+                 static_cast<long long>(N), L, Model::name(),
+                 groups > 0 ? (", group size " + std::to_string(o.group_size)).c_str() : "");
   }
 }
 
@@ -396,9 +460,14 @@ void decode_with(const Model& model, const GlobalOptions& g, const DecodeOptions
 }  // namespace detail
 
 inline int run_decode(const GlobalOptions& g, const DecodeOptions& o) {
+  if (is_stdout(o.output)) {
+    throw UsageError(
+        "-o -: decode writes one PNG per image into a folder, which cannot go to standard output "
+        "(give a folder; `qlip reconstruct ... -o -` writes one grid PNG to standard output)");
+  }
   check_checkpoint_folder(o.checkpoint);
   check_output_folder(o.output);
-  if (!std::filesystem::exists(o.codes)) throw UsageError("codes file '" + o.codes + "' does not exist");
+  if (!std::filesystem::exists(o.codes)) throw qlip::Error("codes file '" + o.codes + "' does not exist");
   (void)SafetensorsFile::open(o.codes);  // a corrupt file fails now, before the model is loaded
   with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::decode_with(model, g, o); });
   return 0;
@@ -470,31 +539,33 @@ void reconstruct_with(const Model& model, const GlobalOptions& g, const Reconstr
   bar.finish();
 
   const Image grid = comparison_grid(originals, recons, o.columns, o.padding);
-  write_png(o.output, grid);
+  write_output(o.output, "grid.png", [&](const std::string& path) { write_image_output(path, grid); });
 
+  std::FILE* table = info_stream(o.output);  // stdout, unless the grid went there
   std::size_t width = 5;
   for (const auto& p : o.images) width = std::max(width, base_name(p).size());
-  std::printf("%-*s  %9s  %7s\n", static_cast<int>(width), "image", "PSNR (dB)", "SSIM");
+  std::fprintf(table, "%-*s  %9s  %7s\n", static_cast<int>(width), "image", "PSNR (dB)", "SSIM");
   for (std::size_t i = 0; i < psnrs.size(); ++i) {
-    std::printf("%-*s  %9s  %7s\n", static_cast<int>(width), base_name(o.images[i]).c_str(),
-                metric_text(psnrs[i], 3).c_str(), metric_text(ssims[i], 4).c_str());
+    std::fprintf(table, "%-*s  %9s  %7s\n", static_cast<int>(width), base_name(o.images[i]).c_str(),
+                 metric_text(psnrs[i], 3).c_str(), metric_text(ssims[i], 4).c_str());
   }
   if (psnrs.size() > 1) {
     const double mp = std::accumulate(psnrs.begin(), psnrs.end(), 0.0) / static_cast<double>(psnrs.size());
     const double ms = std::accumulate(ssims.begin(), ssims.end(), 0.0) / static_cast<double>(ssims.size());
-    std::printf("%-*s  %9s  %7s\n", static_cast<int>(width), "mean", metric_text(mp, 3).c_str(),
-                metric_text(ms, 4).c_str());
+    std::fprintf(table, "%-*s  %9s  %7s\n", static_cast<int>(width), "mean", metric_text(mp, 3).c_str(),
+                 metric_text(ms, 4).c_str());
   }
   if (!g.quiet) {
-    std::printf("wrote %s (%dx%d: originals above reconstructions, %s, %lld tokens x %d bits per image)\n",
-                o.output.c_str(), grid.width, grid.height, Model::name(), static_cast<long long>(N),
-                Model::bits_per_token());
+    std::fprintf(table, "wrote %s (%dx%d: originals above reconstructions, %s, %lld tokens x %d bits per image)\n",
+                 output_name(o.output).c_str(), grid.width, grid.height, Model::name(), static_cast<long long>(N),
+                 Model::bits_per_token());
   }
 }
 
 }  // namespace detail
 
 inline int run_reconstruct(const GlobalOptions& g, const ReconstructOptions& o) {
+  check_image_output_name(o.output);
   check_checkpoint_folder(o.checkpoint);
   check_output_file(o.output);
   check_image_paths(o.images);
@@ -508,35 +579,73 @@ inline int run_reconstruct(const GlobalOptions& g, const ReconstructOptions& o) 
 
 namespace detail {
 
-/// `qlip classify` once the model is loaded: softmax(100·cos) of images against prompts.
+/// The JSON document `classify --json` prints: per image, its labels sorted by probability.
+inline std::string classify_json(const char* config, const std::vector<std::string>& templates,
+                                 const std::vector<std::string>& images, const std::vector<std::string>& labels,
+                                 const std::vector<std::vector<std::size_t>>& order,
+                                 const std::vector<std::vector<float>>& probs, std::size_t top) {
+  nlohmann::ordered_json doc;
+  doc["config"] = config;
+  doc["templates"] = templates;
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+    for (std::size_t k = 0; k < top; ++k) {
+      const std::size_t j = order[i][k];
+      rows.push_back({{"label", labels[j]}, {"probability", static_cast<double>(probs[i][j])}});
+    }
+    results.push_back({{"image", images[i]}, {"labels", std::move(rows)}});
+  }
+  doc["results"] = std::move(results);
+  // Labels and paths need not be valid UTF-8; replace bad bytes rather than fail at the very end.
+  return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// `qlip classify` once the model is loaded: softmax(100·cos) of images against the labels, each
+/// label's classifier being its prompt's embedding (one template) or the re-normalised mean of its
+/// prompts' embeddings (several templates, QLIP_SPEC 7.1).
 /// @tparam Model a QlipModel<Cfg, cpu_backend>
 template <class Model>
 void classify_with(const Model& model, const GlobalOptions& g, const ClassifyOptions& o,
                    const std::vector<std::string>& labels, const text::ClipTokenizer& tok) {
   warn_all(g, model.warnings());
   const ClipPreprocessConfig pre = preprocess_for(g, o.checkpoint, Model::image_size());
-  std::vector<std::string> prompts;
-  for (const auto& l : labels) prompts.push_back(apply_template(o.prompt_template, l));
-  const Tensor<float, 2> text = text_embeddings(model, tok, prompts);                             // [T, P]
+  const std::int64_t templates = static_cast<std::int64_t>(o.templates.size());
+  std::vector<std::string> prompts;  // class-major: row c·K + k is label c in template k
+  for (const auto& l : labels)
+    for (const auto& t : o.templates) prompts.push_back(apply_template(t, l));
+  warn_truncated(g, tok, prompts, Model::context_length(), "prompt");
+  const Tensor<float, 2> text = text_embeddings(model, tok, prompts);  // [C·K, P]
+  // One template: the prompt embeddings are the classifier as they are, bit for bit what
+  // `embed --text` writes. Several: ensembled per label.
+  std::optional<Tensor<float, 2>> ensembled;
+  if (templates > 1) ensembled.emplace(ensemble_class_embeddings(text.view(), templates));  // [C, P]
+  const HostView<const float, 2> classifier = ensembled ? ensembled->view() : text.view();
   const Tensor<float, 2> image = image_embeddings(model, g, o.images, o.batch, pre, "classify");  // [B, P]
-  const Tensor<float, 2> probs = zero_shot_probs(image.view(), text.view(), 100.0f);              // [B, T]
+  const Tensor<float, 2> probs = zero_shot_probs(image.view(), classifier, 100.0f);               // [B, C]
 
   const std::size_t top =
       o.top > 0 ? std::min<std::size_t>(static_cast<std::size_t>(o.top), labels.size()) : labels.size();
+  std::vector<std::vector<std::size_t>> order(o.images.size());
+  std::vector<std::vector<float>> rows(o.images.size());
   for (std::size_t i = 0; i < o.images.size(); ++i) {
-    std::vector<std::size_t> order(labels.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
+    for (std::size_t j = 0; j < labels.size(); ++j)
+      rows[i].push_back(probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j)));
+    order[i].resize(labels.size());
+    std::iota(order[i].begin(), order[i].end(), std::size_t{0});
     // Stable: equal probabilities keep the order the labels were given in.
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-      return probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(a)) >
-             probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(b));
-    });
+    std::stable_sort(order[i].begin(), order[i].end(),
+                     [&](std::size_t a, std::size_t b) { return rows[i][a] > rows[i][b]; });
+  }
+  if (o.json) {
+    std::printf("%s\n", classify_json(Model::name(), o.templates, o.images, labels, order, rows, top).c_str());
+    return;
+  }
+  for (std::size_t i = 0; i < o.images.size(); ++i) {
     std::printf("%s\n", o.images[i].c_str());
     for (std::size_t k = 0; k < top; ++k) {
-      const std::size_t j = order[k];
-      std::printf("  %.4f  %s\n",
-                  static_cast<double>(probs(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j))),
-                  labels[j].c_str());
+      const std::size_t j = order[i][k];
+      std::printf("  %.4f  %s\n", static_cast<double>(rows[i][j]), labels[j].c_str());
     }
   }
 }
@@ -544,9 +653,12 @@ void classify_with(const Model& model, const GlobalOptions& g, const ClassifyOpt
 }  // namespace detail
 
 inline int run_classify(const GlobalOptions& g, const ClassifyOptions& o) {
-  const std::vector<std::string> labels = split_list(o.labels, "--labels", "label");
-  (void)apply_template(o.prompt_template, labels[0]);  // a template without "{}" fails now
+  if (o.templates.empty()) throw UsageError("--template: give at least one template");
+  for (const auto& t : o.templates) (void)apply_template(t, "x");  // a template without "{}" fails now
+  std::vector<std::string> labels;
+  if (o.labels.rfind('@', 0) != 0) labels = split_list(o.labels, "--labels", "label");  // usage errors first
   check_checkpoint_folder(o.checkpoint);
+  if (labels.empty()) labels = read_list_argument(o.labels, "--labels", "label");
   check_image_paths(o.images);
   const text::ClipTokenizer tok = load_tokenizer(g.vocab, o.checkpoint);
   with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::classify_with(model, g, o, labels, tok); });
@@ -580,14 +692,16 @@ void embed_with(const Model& model, const GlobalOptions& g, const EmbedOptions& 
     meta["images"] = json_string_array(names);
   }
   if (!texts.empty()) {
+    warn_truncated(g, *tok, texts, Model::context_length(), "text");
     const Tensor<float, 2> text = text_embeddings(model, *tok, texts);  // [T, P]
     w.add("text_embeds", text.view());
     meta["texts"] = json_string_array(texts);
   }
-  w.write(o.output, meta);
+  write_output(o.output, "embeddings.safetensors", [&](const std::string& path) { w.write(path, meta); });
   if (!g.quiet) {
-    std::printf("wrote %s: %zu image and %zu text embedding%s of size %d (%s)\n", o.output.c_str(), o.images.size(),
-                texts.size(), o.images.size() + texts.size() == 1 ? "" : "s", Model::projection_dim(), Model::name());
+    std::fprintf(info_stream(o.output), "wrote %s: %zu image and %zu text embedding%s of size %d (%s)\n",
+                 output_name(o.output).c_str(), o.images.size(), texts.size(),
+                 o.images.size() + texts.size() == 1 ? "" : "s", Model::projection_dim(), Model::name());
   }
 }
 
@@ -595,14 +709,133 @@ void embed_with(const Model& model, const GlobalOptions& g, const EmbedOptions& 
 
 inline int run_embed(const GlobalOptions& g, const EmbedOptions& o) {
   std::vector<std::string> texts;
-  if (o.text_given) texts = split_list(o.text, "--text", "text");
-  if (o.images.empty() && texts.empty()) throw UsageError("nothing to embed: give image files and/or --text");
+  if (o.images.empty() && !o.text_given) throw UsageError("nothing to embed: give image files and/or --text");
+  if (o.text_given && o.text.rfind('@', 0) != 0) texts = split_list(o.text, "--text", "text");  // usage first
   check_checkpoint_folder(o.checkpoint);
+  if (o.text_given && texts.empty()) texts = read_list_argument(o.text, "--text", "text");
   check_output_file(o.output);
   check_image_paths(o.images);
   std::optional<text::ClipTokenizer> tok;
   if (!texts.empty()) tok.emplace(load_tokenizer(g.vocab, o.checkpoint));
   with_qlip_model<CliConfigs>(o.checkpoint, [&](auto& model) { detail::embed_with(model, g, o, texts, tok ? &*tok : nullptr); });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokenize
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// --context: a token count (>= 2: room for SOT and EOT) or "none" (0: raw BPE ids).
+inline int parse_context(const std::string& value) {
+  if (value == "none") return 0;
+  int n = 0;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (ec != std::errc() || end != value.data() + value.size() || n < 2 || n > (1 << 20)) {
+    throw UsageError("--context: expected a number of tokens >= 2 (77 for CLIP) or 'none', got '" + value + "'");
+  }
+  return n;
+}
+
+/// Token ids written as `qlip tokenize` prints them ("49406 320 1929 49407"); commas and square
+/// brackets count as spaces, so a Python list pastes as is. `where` names the input in errors.
+inline std::vector<std::int32_t> parse_ids(const std::string& line, const std::string& where, std::int32_t vocab_size) {
+  std::vector<std::int32_t> ids;
+  std::size_t i = 0;
+  auto separator = [](char c) {
+    return std::isspace(static_cast<unsigned char>(c)) || c == ',' || c == '[' || c == ']';
+  };
+  while (i < line.size()) {
+    if (separator(line[i])) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < line.size() && !separator(line[j])) ++j;
+    const std::string word = line.substr(i, j - i);
+    long long id = 0;
+    const auto [end, ec] = std::from_chars(word.data(), word.data() + word.size(), id);
+    if (ec == std::errc::result_out_of_range ||
+        (ec == std::errc() && end == word.data() + word.size() && (id < 0 || id >= vocab_size))) {
+      throw qlip::Error(where + ": token id " + abbreviate(word, 24) + " is outside the vocabulary [0, " +
+                        std::to_string(vocab_size) + ")");
+    }
+    if (ec != std::errc() || end != word.data() + word.size())
+      throw qlip::Error(where + ": '" + abbreviate(word, 24) + "' is not a token id (expected integers)");
+    ids.push_back(static_cast<std::int32_t>(id));
+    i = j;
+  }
+  return ids;
+}
+
+/// ClipTokenizer::decode as one output line: the trailing space every word carries is dropped, and a
+/// line break (only ids the tokenizer never produces decode to one) prints as a space, so each input
+/// line gives exactly one output line.
+inline std::string decoded_line(const text::ClipTokenizer& tok, const std::vector<std::int32_t>& ids) {
+  std::string text = tok.decode(ids);
+  for (char& c : text)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
+}
+
+inline std::string ids_line(const std::vector<std::int32_t>& ids) {
+  std::string line;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) line += ' ';
+    line += std::to_string(ids[i]);
+  }
+  return line;
+}
+
+}  // namespace detail
+
+/// `qlip tokenize`: each text (argument, or line of standard input for `-`) → one line of ids:
+/// open_clip's tokenize() row (SOT ... EOT, zero padding) for --context N, encode()'s raw BPE ids for
+/// --context none. --decode reads lines of ids and prints their text instead. Output is printed when
+/// all input has been processed, so a bad line prints nothing but the error, except when standard
+/// input is a terminal: then each typed line is answered at once.
+inline int run_tokenize(const GlobalOptions& g, const TokenizeOptions& o) {
+  const int context = detail::parse_context(o.context);
+  if (o.inputs.empty()) {
+    throw UsageError(std::string("nothing to ") + (o.decode ? "decode" : "tokenize") + ": give the " +
+                     (o.decode ? "ids" : "texts") + " as arguments, or - to read standard input line by line");
+  }
+  const bool from_stdin = o.inputs.size() == 1 && o.inputs[0] == "-";
+  if (!from_stdin && std::find(o.inputs.begin(), o.inputs.end(), "-") != o.inputs.end()) {
+    throw UsageError("'-' (read standard input) cannot be combined with other arguments");
+  }
+  const text::ClipTokenizer tok = load_tokenizer(g.vocab, "");
+  std::optional<detail::TruncationWarnings> cut;
+  if (!o.decode && context > 0) cut.emplace(g, context, "text");
+
+  auto answer = [&](const std::string& input, const std::string& where) -> std::string {
+    if (o.decode) return detail::decoded_line(tok, detail::parse_ids(input, where, tok.vocab_size()));
+    if (context == 0) return detail::ids_line(tok.encode(input));
+    cut->check(input, tok.encode(input).size());
+    return detail::ids_line(tok.tokenize(input, context));
+  };
+
+  std::string out;
+  if (from_stdin) {
+    const bool interactive = ::isatty(STDIN_FILENO) != 0;
+    std::string line;
+    for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files
+      out += answer(line, "standard input line " + std::to_string(n)) + "\n";
+      if (interactive) {
+        std::fputs(out.c_str(), stdout);
+        std::fflush(stdout);
+        out.clear();
+      }
+    }
+    if (std::cin.bad()) throw qlip::Error("reading standard input failed");
+  } else {
+    for (std::size_t i = 0; i < o.inputs.size(); ++i)
+      out += answer(o.inputs[i], "argument " + std::to_string(i + 1)) + "\n";
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
   return 0;
 }
 

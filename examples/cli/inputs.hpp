@@ -1,7 +1,8 @@
 /// @file inputs.hpp
 /// @brief Validated inputs of the `qlip` CLI: the checkpoint folder, its preprocessor config, images
 ///        (read, checked against the patch size, preprocessed in batches), the tokenizer (--vocab,
-///        the checkpoint folder, $QLIP_VOCAB) and the codes file read by `decode`.
+///        the checkpoint folder, $QLIP_VOCAB), label and text lists (inline or @file) and the codes
+///        file read by `decode`.
 ///
 /// Every check throws with a message that names the file or option at fault; main() prints it as
 /// the one error line.
@@ -13,6 +14,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -32,17 +34,18 @@
 namespace qlip::cli {
 
 /// Throws a clear message when the checkpoint folder is missing or not a folder (before the loader
-/// would report it less directly).
+/// would report it less directly). Like every other problem with the checkpoint folder (no
+/// config.json, no model.safetensors, a bad tensor), this is an input error: exit status 1.
 inline void check_checkpoint_folder(const std::string& dir) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) {
     const int err = errno;
-    if (err == ENOENT || err == ENOTDIR) throw UsageError("checkpoint folder '" + dir + "' does not exist");
-    throw UsageError("checkpoint folder '" + dir + "': " + std::strerror(err));
+    if (err == ENOENT || err == ENOTDIR) throw qlip::Error("checkpoint folder '" + dir + "' does not exist");
+    throw qlip::Error("checkpoint folder '" + dir + "': " + std::strerror(err));
   }
   if (!S_ISDIR(st.st_mode))
-    throw UsageError("checkpoint '" + dir +
-                     "' is not a folder (expected a folder with config.json and model.safetensors)");
+    throw qlip::Error("checkpoint '" + dir +
+                      "' is not a folder (expected a folder with config.json and model.safetensors)");
 }
 
 /// The checkpoint's preprocessor_config.json, checked against the model's input size. Without the
@@ -74,11 +77,13 @@ inline ClipPreprocessConfig load_preprocess_config(const std::string& dir, int i
 /// tokenise meaningfully, so it is almost certainly a wrong file: the check is on the original,
 /// min(width, height) < patch_size.
 inline Image read_checked_image(const std::string& path, int patch_size) {
-  Image im = read_image(path);  // throws "cannot open <path>: ..." / "not an image file: <path>: ..."
+  // read_image's message (cannot open / not an image / unsupported format, naming the file) is
+  // passed through as it is.
+  Image im = read_image(path);
   if (std::min(im.width, im.height) < patch_size) {
-    throw UsageError("image '" + path + "' is " + std::to_string(im.width) + "x" + std::to_string(im.height) +
-                     " pixels, smaller than one " + std::to_string(patch_size) + "x" + std::to_string(patch_size) +
-                     " patch");
+    throw qlip::Error("image '" + path + "' is " + std::to_string(im.width) + "x" + std::to_string(im.height) +
+                      " pixels, smaller than one " + std::to_string(patch_size) + "x" + std::to_string(patch_size) +
+                      " patch");
   }
   return im;
 }
@@ -88,8 +93,8 @@ inline Image read_checked_image(const std::string& path, int patch_size) {
 inline void check_image_paths(const std::vector<std::string>& paths) {
   for (const auto& p : paths) {
     struct stat st {};
-    if (::stat(p.c_str(), &st) != 0) throw UsageError("cannot open image '" + p + "': " + std::strerror(errno));
-    if (S_ISDIR(st.st_mode)) throw UsageError("'" + p + "' is a folder, not an image file");
+    if (::stat(p.c_str(), &st) != 0) throw qlip::Error("cannot open image '" + p + "': " + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) throw qlip::Error("'" + p + "' is a folder, not an image file");
   }
 }
 
@@ -128,30 +133,78 @@ inline ImageBatch load_image_batch(const std::vector<std::string>& paths, std::i
 }
 
 /// The tokenizer: --vocab (a bpe_simple_vocab_16e6.txt.gz file, a vocab.json next to merges.txt, or a
-/// folder holding either), else the checkpoint folder, else $QLIP_VOCAB (same forms as --vocab).
+/// folder holding either), else the checkpoint folder (skipped when `checkpoint` is empty, as for
+/// `tokenize`), else $QLIP_VOCAB (same forms as --vocab). A path that does not exist is an input
+/// error (exit 1); no vocabulary anywhere too, since the fix may as well be a file in the folder.
 inline text::ClipTokenizer load_tokenizer(const std::string& vocab, const std::string& checkpoint) {
   namespace fs = std::filesystem;
   auto from_path = [](const std::string& p, const std::string& what) -> text::ClipTokenizer {
     if (fs::is_directory(p)) return text::ClipTokenizer::from_folder(p);
-    if (!fs::exists(p)) throw UsageError(what + " '" + p + "' does not exist");
+    if (!fs::exists(p)) throw qlip::Error(what + " '" + p + "' does not exist");
     if (fs::path(p).filename() == "vocab.json") {
       const std::string merges = (fs::path(p).parent_path() / "merges.txt").string();
-      if (!fs::exists(merges)) throw UsageError(what + " '" + p + "': no merges.txt next to it");
+      if (!fs::exists(merges)) throw qlip::Error(what + " '" + p + "': no merges.txt next to it");
       return text::ClipTokenizer::from_hf(p, merges);
     }
     return text::ClipTokenizer::from_bpe_gz(p);
   };
   if (!vocab.empty()) return from_path(vocab, "--vocab");
-  const fs::path ck(checkpoint);
-  if ((fs::exists(ck / "vocab.json") && fs::exists(ck / "merges.txt")) ||
-      fs::exists(ck / "bpe_simple_vocab_16e6.txt.gz")) {
-    return text::ClipTokenizer::from_folder(checkpoint);
+  if (!checkpoint.empty()) {
+    const fs::path ck(checkpoint);
+    if ((fs::exists(ck / "vocab.json") && fs::exists(ck / "merges.txt")) ||
+        fs::exists(ck / "bpe_simple_vocab_16e6.txt.gz")) {
+      return text::ClipTokenizer::from_folder(checkpoint);
+    }
   }
   if (const char* env = std::getenv("QLIP_VOCAB"); env != nullptr && env[0] != '\0')
     return from_path(env, "$QLIP_VOCAB");
-  throw UsageError("no tokenizer vocabulary: checkpoint folder '" + checkpoint +
-                   "' has neither vocab.json + merges.txt nor bpe_simple_vocab_16e6.txt.gz; pass --vocab "
-                   "(e.g. third_party_data/bpe_simple_vocab_16e6.txt.gz) or set QLIP_VOCAB");
+  if (checkpoint.empty()) {
+    throw qlip::Error(
+        "no tokenizer vocabulary: pass --vocab (e.g. third_party_data/bpe_simple_vocab_16e6.txt.gz) or set "
+        "QLIP_VOCAB");
+  }
+  throw qlip::Error("no tokenizer vocabulary: checkpoint folder '" + checkpoint +
+                    "' has neither vocab.json + merges.txt nor bpe_simple_vocab_16e6.txt.gz; pass --vocab "
+                    "(e.g. third_party_data/bpe_simple_vocab_16e6.txt.gz) or set QLIP_VOCAB");
+}
+
+/// The items of a list option (--labels, --text): "a,b,c" as split_list reads it, or "@FILE" for
+/// one item per line of FILE. In a file, each line is trimmed; blank lines and lines starting with
+/// '#' are skipped; commas and backslashes are literal (so "a dog, wet" is one label); a UTF-8 byte
+/// order mark is ignored. Errors name the option and the file.
+inline std::vector<std::string> read_list_argument(const std::string& value, const std::string& what,
+                                                   const std::string& item_name) {
+  if (value.empty() || value[0] != '@') return split_list(value, what, item_name);
+  const std::string path = value.substr(1);
+  if (path.empty()) throw UsageError(what + " @: no file name after '@'");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw qlip::Error(what + " @" + path + ": cannot open '" + path + "': " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw qlip::Error(what + " @" + path + ": '" + path + "' is a folder, not a text file");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) throw qlip::Error(what + " @" + path + ": cannot open '" + path + "': " + std::strerror(errno));
+  std::string text;
+  char buf[1 << 14];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) throw qlip::Error(what + " @" + path + ": reading '" + path + "' failed");
+  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = trim(text.substr(start, end - start));
+    if (!line.empty() && line[0] != '#') items.push_back(line);
+    start = end + 1;
+  }
+  if (items.empty()) {
+    throw qlip::Error(what + " @" + path + ": '" + path + "' holds no " + item_name +
+                      "s (one per line; blank lines and # comments are skipped)");
+  }
+  return items;
 }
 
 /// What `decode` found in a codes file.

@@ -50,19 +50,27 @@ struct ReconstructOptions {
 struct ClassifyOptions {
   std::string checkpoint;
   std::vector<std::string> images;
-  std::string labels;
-  std::string prompt_template = "{}";
-  int top = 0;  ///< 0 = all labels
+  std::string labels;                        ///< "a,b,c" or "@file" (one label per line)
+  std::vector<std::string> templates{"{}"};  ///< one or more; several are ensembled
+  int top = 0;                               ///< 0 = all labels
   int batch = 8;
+  bool json = false;  ///< one JSON document on stdout instead of the table
 };
 
 struct EmbedOptions {
   std::string checkpoint;
   std::vector<std::string> images;
-  std::string text;
+  std::string text;         ///< "a,b" or "@file" (one text per line)
   bool text_given = false;  ///< --text was on the command line (an empty value is then an error)
   std::string output;
   int batch = 8;
+};
+
+/// `qlip tokenize`: texts → CLIP BPE ids, or with --decode ids → texts.
+struct TokenizeOptions {
+  std::vector<std::string> inputs;  ///< texts (or lines of ids with --decode); {"-"} = standard input
+  std::string context = "77";       ///< a context length (>= 2) or "none" (raw BPE ids, no SOT/EOT)
+  bool decode = false;
 };
 
 }  // namespace qlip::cli

@@ -23,8 +23,11 @@
 
 namespace qlip::cli {
 
-/// An error caused by the user's input (bad argument, unreadable image, ...), as opposed to a bug.
-/// main() prints both kinds the same way; the distinction only documents intent at the throw site.
+/// The command line itself is wrong: an unknown or malformed option, a value out of range, options
+/// that contradict each other, an empty label list. Such a command fails on any machine, whatever
+/// its files hold; main() exits with 2 for it. Everything that depends on the file system (a
+/// missing or corrupt input, a checkpoint folder that does not load, an output location that cannot
+/// be written) is a plain qlip::Error and exits with 1.
 class UsageError : public qlip::Error {
  public:
   explicit UsageError(const std::string& message) : qlip::Error(message) {}

@@ -117,12 +117,13 @@ class CliTest : public ::testing::Test {
   std::string out(const std::string& name) const { return out_dir() + "/" + name; }
 
   /// Runs `qlip <args>` (args already shell-quoted where needed), with `env` prefixed (e.g.
-  /// "QLIP_VOCAB= ").
-  RunResult run(const std::string& args, const std::string& env = "") const {
+  /// "QLIP_VOCAB= ") and standard input read from `stdin_path`.
+  RunResult run(const std::string& args, const std::string& env = "",
+                const std::string& stdin_path = "/dev/null") const {
     RunResult r;
     const std::string so = dir_ + "/.stdout", se = dir_ + "/.stderr";
     r.command = env + q(cli_) + " " + args;
-    const std::string cmd = r.command + " >" + q(so) + " 2>" + q(se) + " </dev/null";
+    const std::string cmd = r.command + " >" + q(so) + " 2>" + q(se) + " <" + q(stdin_path);
     const int status = std::system(cmd.c_str());
     r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
     r.out = read_text(so);
@@ -191,6 +192,15 @@ class CliTest : public ::testing::Test {
     EXPECT_TRUE(left_.empty()) << "output left behind: " << (left_.empty() ? "" : left_[0]) << "\n" << r_; \
   } while (0)
 
+/// QLIP_EXPECT_CLI_FAILS with the exit status too: 1 for a missing or bad input, checkpoint or output
+/// location, 2 for a wrong command line (docs/CLI.md, "Exit status and errors").
+#define QLIP_EXPECT_CLI_EXIT(test, result, status, ...) \
+  do {                                                  \
+    const auto& rr_ = (result);                         \
+    EXPECT_EQ(rr_.code, (status)) << rr_;               \
+    QLIP_EXPECT_CLI_FAILS(test, rr_, __VA_ARGS__);      \
+  } while (0)
+
 /// Success: exit 0 (stderr shown on failure).
 #define QLIP_EXPECT_CLI_OK(result) \
   do {                             \
@@ -232,6 +242,12 @@ inline std::vector<std::int64_t> read_ints(const SafetensorsFile& f, const std::
     }
   }
   return v;
+}
+
+/// Writes `text` to `path` as is (binary).
+inline void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
 }
 
 /// Splits text into lines (without the newlines).

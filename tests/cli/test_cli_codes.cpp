@@ -1,8 +1,8 @@
 /// @file test_cli_codes.cpp
 /// @brief `qlip encode`, `decode` and `reconstruct` end to end on the small test checkpoints: the
 ///        codes file layout (bit order, indices, group indices, metadata), batching invariance,
-///        decoding from each code form, corrupt codes files, all-or-nothing PNG output, and the
-///        consistency of reconstruct with encode → decode.
+///        decoding from each code form, corrupt codes files, all-or-nothing PNG output, the
+///        consistency of reconstruct with encode → decode, and `-o -` (the file on standard output).
 
 #include <algorithm>
 #include <cmath>
@@ -292,6 +292,43 @@ TEST_F(CodesTest, ReconstructOfAPlainCheckpoint) {
   const Image grid = read_image(out("grid.png"));
   EXPECT_EQ(grid.width, 24 + 4);
   EXPECT_EQ(grid.height, 2 * (24 + 2) + 2);
+}
+
+TEST_F(CodesTest, EncodeToStandardOutput) {
+  const std::string codes = encode_two("codes.safetensors");
+  const RunResult r = run("encode " + q(kTiny) + " " + q(a_) + " " + q(b_) + " -o -");
+  QLIP_EXPECT_CLI_OK(r);
+  // stdout is the file, byte for byte; the "wrote" line moved to stderr.
+  EXPECT_EQ(r.out, read_text(codes)) << "stdout differs from the file -o writes";
+  EXPECT_EQ(r.err.rfind("wrote standard output: 2 images", 0), 0u) << r;
+  EXPECT_TRUE(out_entries().empty());
+  EXPECT_FALSE(fs::exists("-")) << "a file named '-' was created";
+  const RunResult quiet = run("-q encode " + q(kTiny) + " " + q(a_) + " " + q(b_) + " -o -");
+  EXPECT_EQ(quiet.out, r.out);
+  EXPECT_TRUE(quiet.err.empty()) << quiet;
+}
+
+TEST_F(CodesTest, EncodeToStandardOutputFailsWithNothingOnIt) {
+  const std::string a = make_png("a.png", 40, 40);
+  const std::string bad = path("bad.png");
+  write_text(bad, "garbage");
+  const RunResult r = run("encode " + q(kTiny) + " " + q(a) + " " + q(bad) + " --batch 1 -o -");
+  QLIP_EXPECT_CLI_EXIT(*this, r, 1, "bad.png");
+  EXPECT_TRUE(r.out.empty()) << "partial output on stdout";
+}
+
+TEST_F(CodesTest, ReconstructGridToStandardOutput) {
+  const std::string a = make_png("cat.png", 48, 40, 1);
+  const std::string file = out("grid.png");
+  const RunResult to_file = run("reconstruct " + q(kTiny) + " " + q(a) + " -o " + q(file));
+  QLIP_EXPECT_CLI_OK(to_file);
+  const RunResult r = run("reconstruct " + q(kTiny) + " " + q(a) + " -o -");
+  QLIP_EXPECT_CLI_OK(r);
+  EXPECT_EQ(r.out, read_text(file)) << "stdout is not the grid PNG";
+  // The metrics table goes to stderr instead, unchanged apart from the name of the output.
+  std::string table = to_file.out;
+  table.replace(table.find("wrote " + file), 6 + file.size(), "wrote standard output");
+  EXPECT_EQ(r.err, table);
 }
 
 }  // namespace

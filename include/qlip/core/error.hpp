@@ -33,18 +33,24 @@ std::string concat(Parts&&... parts) {
   throw Error(std::string(file) + ":" + std::to_string(line) + ": " + message);
 }
 
+/// QLIP_CHECK's failure: the message when there is one, else the condition's source text.
+[[noreturn]] inline void throw_check_failed(const char* file, int line, const char* cond, const std::string& message) {
+  throw_error(file, line, message.empty() ? "check failed: " + std::string(cond) : message);
+}
+
 }  // namespace detail
 }  // namespace qlip
 
 /// Throws qlip::Error with file:line and the streamed message parts.
 #define QLIP_THROW(...) ::qlip::detail::throw_error(__FILE__, __LINE__, ::qlip::detail::concat(__VA_ARGS__))
 
-/// Throws qlip::Error naming the failed condition when `cond` is false.
-#define QLIP_CHECK(cond, ...)                                                                    \
-  do {                                                                                           \
-    if (!(cond))                                                                                 \
-      ::qlip::detail::throw_error(__FILE__, __LINE__,                                            \
-                                  ::qlip::detail::concat("check failed: " #cond ": ", ##__VA_ARGS__)); \
+/// Throws qlip::Error when `cond` is false. With message parts, what() is "file:line: <message>":
+/// the message is meant to be read by whoever ran the program (it names the file, tensor or
+/// argument at fault), and the C++ condition text would only get in its way. Without message parts
+/// (or when they stream to nothing), what() is "file:line: check failed: <cond>", the only clue left.
+#define QLIP_CHECK(cond, ...)                                                                                        \
+  do {                                                                                                               \
+    if (!(cond)) ::qlip::detail::throw_check_failed(__FILE__, __LINE__, #cond, ::qlip::detail::concat(__VA_ARGS__)); \
   } while (0)
 
 /// For destructors and other noexcept paths: logs to stderr instead of throwing.
