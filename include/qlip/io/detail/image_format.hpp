@@ -48,7 +48,6 @@ inline SniffedFormat sniff_image_format(const std::uint8_t* d, std::size_t n) {
       {"#?RGBE", 6, 0, "Radiance HDR"}, {"v/1\x01", 4, 0, "OpenEXR"},
       {"\0\0\0\x0cjP  ", 8, 0, "JPEG 2000"}, {"\xff\x4f\xff\x51", 4, 0, "JPEG 2000 codestream"},
       {"\0\0\0\x0cJXL ", 8, 0, "JPEG XL"},   {"\xff\x0a", 2, 0, "JPEG XL"},
-      {"\0\0\1\0", 4, 0, "ICO"},        {"\0\0\2\0", 4, 0, "CUR"},
       {"ftypavif", 8, 4, "AVIF"},       {"ftypavis", 8, 4, "AVIF"},
       {"ftypheic", 8, 4, "HEIF"},       {"ftypheix", 8, 4, "HEIF"},
       {"ftypmif1", 8, 4, "HEIF"},       {"ftypmsf1", 8, 4, "HEIF"},
@@ -56,6 +55,11 @@ inline SniffedFormat sniff_image_format(const std::uint8_t* d, std::size_t n) {
   };
   for (const Magic& m : kOthers) {
     if (starts_with(d, n, m.bytes, m.size, m.offset)) return {ImageFormat::other, m.name};
+  }
+  // ICO/CUR: 00 00 01|02 00 and a non-zero image count (a TGA header can start 00 00 02 00 too,
+  // but then its colour-map fields, where ICO has the count, are zero).
+  if (n >= 6 && d[0] == 0 && d[1] == 0 && (d[2] == 1 || d[2] == 2) && d[3] == 0 && (d[4] | d[5]) != 0) {
+    return {ImageFormat::other, d[2] == 1 ? "ICO" : "CUR"};
   }
   // PNM family: P1..P7 (P7 = PAM) or Pf/PF (PFM), then whitespace.
   if (n >= 3 && d[0] == 'P' && ((d[1] >= '1' && d[1] <= '7') || d[1] == 'f' || d[1] == 'F') &&
