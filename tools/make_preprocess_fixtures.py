@@ -138,6 +138,19 @@ def _raw_png(w, h, bit_depth, colour_type, rng, extra=b""):
             _png_chunk(b"IEND", b""))
 
 
+def _adam7_png(pixels):
+    """An Adam7-interlaced 8-bit RGB PNG (PIL writes no interlaced PNGs)."""
+    h, w, _ = pixels.shape
+    data = b""
+    for xs, ys, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = pixels[ys::dy, xs::dx]
+        if sub.size:
+            data += b"".join(b"\x00" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(data)) +
+            _png_chunk(b"IEND", b""))
+
+
 def write_decode_cases():
     """Small files of every PNG colour type / bit depth and common JPEG/WebP variants, and PIL's RGB."""
     out_dir = os.path.join(OUT_DIR, "decode")
@@ -167,6 +180,7 @@ def write_decode_cases():
     files["raw_4bit_palette_trns.png"] = _raw_png(w, h, 4, 3, rng, _png_chunk(b"PLTE", palette) +
                                                   _png_chunk(b"tRNS", b"\x00\x80\xff"))
     photo = np.asarray(Image.open(os.path.join(PHOTO_DIR, "chelsea.png")).convert("RGB"))[:45, :67]
+    files["adam7_rgb.png"] = _adam7_png(np.ascontiguousarray(photo))
     files["q75_420.jpg"] = pil_bytes(Image.fromarray(photo), "JPEG")
     files["q95_444.jpg"] = pil_bytes(Image.fromarray(photo), "JPEG", quality=95, subsampling=0)
     files["q75_422.jpg"] = pil_bytes(Image.fromarray(photo), "JPEG", subsampling=1)

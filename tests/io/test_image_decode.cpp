@@ -207,6 +207,8 @@ TEST(ImageDecode, TruncatedFilesAreErrors) {
   ASSERT_TRUE(qlip::test::locate_photo("rocket.jpg", "", path));
   expect_every_cut_fails(qlip::detail::read_file_bytes(path), "jpg", 3);
   // Interlaced and progressive variants are cut as well: their data arrives in passes.
+  expect_every_cut_fails(qlip::detail::read_file_bytes(QLIP_TEST_DATA_DIR "/io/decode/adam7_rgb.png"), "png", 8);
+  expect_every_cut_fails(qlip::detail::read_file_bytes(QLIP_TEST_DATA_DIR "/io/decode/progressive.jpg"), "jpg", 3);
   expect_every_cut_fails(qlip::encode_png(random_image(61, 47, 4, 4)), "png", 8);
   expect_every_cut_fails(webp_lossy(smooth_image(97, 61), 80), "webp", 12);
   expect_every_cut_fails(webp_lossless(random_image(37, 29, 3, 5)), "webp", 12);
