@@ -44,9 +44,12 @@ Image smooth_image(int w, int h) {
   return im;
 }
 
-std::vector<std::uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<std::uint8_t> bytes_of(const std::string& s) {
+  return {s.begin(), s.end()};
+}
 
-Image decode(const std::vector<std::uint8_t>& b, const std::string& name, std::int64_t max_pixels = qlip::kMaxImagePixels) {
+Image decode(const std::vector<std::uint8_t>& b, const std::string& name,
+             std::int64_t max_pixels = qlip::kMaxImagePixels) {
   return qlip::decode_image(b.data(), b.size(), name, qlip::ImageDecodeOptions{max_pixels});
 }
 
@@ -90,10 +93,12 @@ TEST(ImageDecode, PnmIsUnsupportedWhateverItsHeader) {
   const std::string huge = "P6\n99999999999999999999 3\n255\n\x01\x02\x03";
   const std::string ppm23 = "P6\n4 4\n255\n" + std::string(12, '\x55');
   ASSERT_EQ(ppm23.size(), 23u);
-  for (const auto& [name, data] : {std::pair<std::string, std::string>{"g16.pgm", pgm16}, {"huge.ppm", huge}, {"cut.ppm", ppm23}}) {
+  for (const auto& [name, data] :
+       {std::pair<std::string, std::string>{"g16.pgm", pgm16}, {"huge.ppm", huge}, {"cut.ppm", ppm23}}) {
     EXPECT_TRUE(throws_error([&] { (void)decode(bytes_of(data), name); }, {"unsupported image format: ", name, "PNM"}));
   }
-  EXPECT_TRUE(throws_error([&] { (void)decode(bytes_of("P7\nWIDTH 1\n"), "a.pam"); }, {"unsupported image format", "PAM"}));
+  EXPECT_TRUE(
+      throws_error([&] { (void)decode(bytes_of("P7\nWIDTH 1\n"), "a.pam"); }, {"unsupported image format", "PAM"}));
 }
 
 TEST(ImageDecode, TgaHeaderIsRefusedAtOnce) {
@@ -116,7 +121,9 @@ TEST(ImageDecode, OtherFormatsAreNamed) {
       {"TIFF", std::string("II*\0\x08\0\0\0", 8)},
       {"TIFF", std::string("MM\0*\0\0\0\x08", 8)},
       {"PSD", "8BPS\0\x01"},
-      {"AVIF", std::string("\0\0\0\x1c" "ftypavif\0\0\0\0", 16)},
+      {"AVIF", std::string("\0\0\0\x1c"
+                           "ftypavif\0\0\0\0",
+                           16)},
       {"ICO", std::string("\0\0\1\0\1\0\x10\x10", 8)},
       {"JPEG XL", std::string("\xff\x0a\x01\x02", 4)},
   };
@@ -127,12 +134,15 @@ TEST(ImageDecode, OtherFormatsAreNamed) {
   EXPECT_TRUE(throws_error([&] { (void)decode(bytes_of("hello, world"), "notes.png"); },
                            {"unsupported image format: ", "notes.png", "not a PNG, JPEG or WebP", "68 65 6c 6c"}));
   // A RIFF container that is not WebP (an AVI, say) is not taken for one.
-  EXPECT_TRUE(throws_error([&] { (void)decode(bytes_of("RIFF\x04\0\0\0AVI "), "clip.webp"); }, {"unsupported image format"}));
+  EXPECT_TRUE(
+      throws_error([&] { (void)decode(bytes_of("RIFF\x04\0\0\0AVI "), "clip.webp"); }, {"unsupported image format"}));
 }
 
 // ---- the pixel budget ----
 
-std::uint32_t crc_of(const std::uint8_t* p, std::size_t n) { return static_cast<std::uint32_t>(crc32(0L, p, static_cast<uInt>(n))); }
+std::uint32_t crc_of(const std::uint8_t* p, std::size_t n) {
+  return static_cast<std::uint32_t>(crc32(0L, p, static_cast<uInt>(n)));
+}
 
 void put_be32(std::uint8_t* p, std::uint32_t v) {
   p[0] = static_cast<std::uint8_t>(v >> 24), p[1] = static_cast<std::uint8_t>(v >> 16);
@@ -167,14 +177,16 @@ TEST(ImageDecode, HugeDeclaredSizeIsRefusedBeforeAllocation) {
     EXPECT_TRUE(throws_error([&] { (void)decode(png_declaring(100000, 100000), "bomb.png"); },
                              {"image too large: ", "bomb.png", "PNG declares 100000x100000", "max_pixels"}));
     // Beyond libpng's own 1e6-per-side limit: still our budget message, not a libpng one.
-    EXPECT_TRUE(throws_error([&] { (void)decode(png_declaring(200000000, 1000), "wide.png"); }, {"image too large: ", "wide.png"}));
+    EXPECT_TRUE(throws_error([&] { (void)decode(png_declaring(200000000, 1000), "wide.png"); },
+                             {"image too large: ", "wide.png"}));
     EXPECT_TRUE(throws_error([&] { (void)decode(jpeg_declaring(60000, 60000), "bomb.jpg"); },
                              {"image too large: ", "bomb.jpg", "JPEG declares 60000x60000"}));
     // WebP lossless header: 14-bit width-1 and height-1 set to 16383 (16384 x 16384 = 268 M pixels).
     std::vector<std::uint8_t> webp = webp_lossless(random_image(4, 4, 3, 2));
     ASSERT_EQ(webp[20], 0x2f);  // simple lossless file: RIFF header, "VP8L" chunk, signature byte
     webp[21] = 0xff, webp[22] = 0xff, webp[23] = 0xff, webp[24] = static_cast<std::uint8_t>((webp[24] & 0xf0) | 0x0f);
-    EXPECT_TRUE(throws_error([&] { (void)decode(webp, "bomb.webp"); }, {"image too large: ", "bomb.webp", "WebP declares 16384x16384"}));
+    EXPECT_TRUE(throws_error([&] { (void)decode(webp, "bomb.webp"); },
+                             {"image too large: ", "bomb.webp", "WebP declares 16384x16384"}));
   });
   EXPECT_LT(t, 0.5) << "the size must be refused from the header, before anything is decoded";
   // Just above PIL's limit (2 x 89478485) is refused, and the budget can be lowered or raised.
@@ -191,12 +203,14 @@ TEST(ImageDecode, HugeDeclaredSizeIsRefusedBeforeAllocation) {
 /// Every cut must be an error naming the file as truncated (never a decoded image).
 void expect_every_cut_fails(const std::vector<std::uint8_t>& file, const std::string& fmt, std::size_t first_cut) {
   const std::size_t n = file.size();
-  std::vector<std::size_t> cuts = {first_cut, first_cut + 1, 33, 100, n / 4, n / 3, n / 2, 2 * n / 3, n - 13, n - 2, n - 1};
+  std::vector<std::size_t> cuts = {first_cut, first_cut + 1, 33,     100,   n / 4, n / 3,
+                                   n / 2,     2 * n / 3,     n - 13, n - 2, n - 1};
   for (std::size_t cut : cuts) {
     if (cut < first_cut || cut >= n) continue;
     const std::vector<std::uint8_t> part(file.begin(), file.begin() + static_cast<std::ptrdiff_t>(cut));
     const std::string name = "cut_at_" + std::to_string(cut) + "." + fmt;
-    EXPECT_TRUE(throws_error([&] { (void)decode(part, name); }, {"truncated ", name})) << fmt << " cut at " << cut << " of " << n;
+    EXPECT_TRUE(throws_error([&] { (void)decode(part, name); }, {"truncated ", name}))
+        << fmt << " cut at " << cut << " of " << n;
   }
 }
 
@@ -228,7 +242,11 @@ TEST(ImageDecode, CorruptFilesAreErrors) {
   for (std::size_t i = jpg.size() / 2; i < jpg.size() / 2 + 40; ++i) jpg[i] = 0xff;
   EXPECT_TRUE(throws_error([&] { (void)decode(jpg, "smashed.jpg"); }, {"JPEG file: ", "smashed.jpg"}));
   // A JPEG with only SOI and EOI has no frame.
-  EXPECT_TRUE(throws_error([&] { (void)decode({0xff, 0xd8, 0xff, 0xd9}, "empty.jpg"); }, {"corrupt JPEG file: ", "empty.jpg"}));
+  EXPECT_TRUE(throws_error(
+      [&] {
+        (void)decode({0xff, 0xd8, 0xff, 0xd9}, "empty.jpg");
+      },
+      {"corrupt JPEG file: ", "empty.jpg"}));
   // A lossy WebP whose VP8 start code (9d 01 2a, after the RIFF and chunk headers and the 3-byte
   // frame tag) is broken.
   std::vector<std::uint8_t> webp = webp_lossy(smooth_image(64, 64), 80);
@@ -272,7 +290,8 @@ TEST(ImageDecode, SixteenBitPngFollowsPil) {
   // 16-bit grey: PIL's I;16 -> RGB saturates; 16-bit RGB keeps the high byte (checked with Pillow 13).
   std::vector<std::uint8_t> raw;
   const std::uint16_t vals[] = {0, 1, 100, 255, 256, 1000, 32768, 65535};
-  for (std::uint16_t v : vals) raw.insert(raw.end(), {0, static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)});
+  for (std::uint16_t v : vals)
+    raw.insert(raw.end(), {0, static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)});
   uLongf zn = compressBound(static_cast<uLong>(raw.size()));
   std::vector<std::uint8_t> z(zn);
   ASSERT_EQ(compress(z.data(), &zn, raw.data(), static_cast<uLong>(raw.size())), Z_OK);
@@ -322,7 +341,8 @@ TEST(ImageWrite, JpegRoundTripAndAtomicity) {
   const Image grey = random_image(16, 9, 1, 8);
   qlip::write_jpeg(dir.file("g.jpg"), grey);
   const Image g3 = qlip::read_image(dir.file("g.jpg"));
-  for (std::size_t i = 0; i < g3.pixels.size(); i += 3) ASSERT_TRUE(g3.pixels[i] == g3.pixels[i + 1] && g3.pixels[i] == g3.pixels[i + 2]);
+  for (std::size_t i = 0; i < g3.pixels.size(); i += 3)
+    ASSERT_TRUE(g3.pixels[i] == g3.pixels[i + 1] && g3.pixels[i] == g3.pixels[i + 2]);
   // Failures leave the existing file alone and no temp file behind.
   const std::string before = qlip::test::read_bytes(path);
   EXPECT_TRUE(throws_error([&] { qlip::write_jpeg(path, random_image(8, 8, 4, 9)); }, {"no alpha", "to_rgb"}));
@@ -346,7 +366,8 @@ TEST(ImageWrite, WriteImagePicksTheFormatFromTheExtension) {
   EXPECT_EQ(qlip::test::read_bytes(dir.file("x.jpeg")).substr(0, 3), "\xff\xd8\xff");
   EXPECT_EQ(qlip::test::read_bytes(dir.file("y.JPG")).substr(0, 3), "\xff\xd8\xff");
   EXPECT_EQ(qlip::read_image(dir.file("x.PNG")).pixels, im.pixels);
-  EXPECT_TRUE(throws_error([&] { qlip::write_image(dir.file("x.bmp"), im); }, {"x.bmp", "'.bmp'", ".png, .jpg or .jpeg"}));
+  EXPECT_TRUE(
+      throws_error([&] { qlip::write_image(dir.file("x.bmp"), im); }, {"x.bmp", "'.bmp'", ".png, .jpg or .jpeg"}));
   EXPECT_TRUE(throws_error([&] { qlip::write_image(dir.file("noext"), im); }, {"noext", "''"}));
   EXPECT_TRUE(throws_error([&] { qlip::write_image(dir.file("dir.png/file"), im); }, {"dir.png/file"}));
   EXPECT_EQ(dir.list().size(), 3u);

@@ -79,7 +79,9 @@ Image full_resize(const Image& in, int out_w, int out_h) {
   const FullCoeffs cv = full_coeffs(in.height, out_h);
   const std::int64_t half = std::int64_t{1} << (qlip::detail::kPilPrecisionBits - 1);
   const int y_first = need_v ? cv.first[0] : 0;
-  const int y_last = need_v ? cv.first[static_cast<std::size_t>(out_h - 1)] + cv.count[static_cast<std::size_t>(out_h - 1)] : in.height;
+  const int y_last = need_v
+                         ? cv.first[static_cast<std::size_t>(out_h - 1)] + cv.count[static_cast<std::size_t>(out_h - 1)]
+                         : in.height;
   Image tmp;
   const Image* src = &in;
   int row0 = 0;
@@ -134,7 +136,8 @@ TEST(ResizeCrop, EqualsFullResizeThenCropOnOddSizes) {
   struct Size {
     int w, h;
   };
-  const Size sizes[] = {{1, 1}, {1, 7}, {7, 3}, {2, 989}, {989, 2}, {65, 111}, {111, 65}, {300, 17}, {33, 32}, {257, 255}};
+  const Size sizes[] = {{1, 1},    {1, 7},    {7, 3},    {2, 989}, {989, 2},
+                        {65, 111}, {111, 65}, {300, 17}, {33, 32}, {257, 255}};
   struct Crop {
     int edge, ch, cw;
   };
@@ -153,7 +156,8 @@ TEST(ResizeCrop, EqualsFullResizeThenCropOnOddSizes) {
       const Image got = qlip::clip_resize_crop(im, cfg);
       ASSERT_EQ(got.width, want.width);
       ASSERT_EQ(got.height, want.height);
-      EXPECT_EQ(got.pixels, want.pixels) << s.w << "x" << s.h << " at edge " << k.edge << ", crop " << k.ch << "x" << k.cw;
+      EXPECT_EQ(got.pixels, want.pixels) << s.w << "x" << s.h << " at edge " << k.edge << ", crop " << k.ch << "x"
+                                         << k.cw;
       ++compared;
     }
   EXPECT_EQ(compared, 70);
@@ -166,7 +170,7 @@ TEST(ResizeCrop, RegionEqualsFullResize) {
     int in_w, in_h, c, out_w, out_h, x0, y0, w, h;
   };
   const Case cases[] = {
-      {40, 30, 3, 17, 23, 0, 0, 17, 23}, {40, 30, 3, 17, 23, 5, 7, 3, 11}, {40, 30, 1, 91, 13, 90, 12, 1, 1},
+      {40, 30, 3, 17, 23, 0, 0, 17, 23},  {40, 30, 3, 17, 23, 5, 7, 3, 11},   {40, 30, 1, 91, 13, 90, 12, 1, 1},
       {13, 29, 4, 13, 61, 0, 17, 13, 20}, {13, 29, 3, 50, 29, 11, 0, 30, 29}, {13, 29, 3, 13, 29, 2, 3, 4, 5},
       {7, 1000, 3, 3, 401, 1, 200, 2, 7},
   };
@@ -182,12 +186,13 @@ TEST(ResizeCrop, RegionEqualsFullResize) {
     for (int y = 0; y < k.h; ++y)
       for (int x = 0; x < k.w; ++x)
         for (int c = 0; c < k.c; ++c) same &= got.at(y, x, c) == full.at(k.y0 + y, k.x0 + x, c);
-    EXPECT_TRUE(same) << k.in_w << "x" << k.in_h << " -> " << k.out_w << "x" << k.out_h << " window " << k.w << "x" << k.h
-                      << "+" << k.x0 << "+" << k.y0;
+    EXPECT_TRUE(same) << k.in_w << "x" << k.in_h << " -> " << k.out_w << "x" << k.out_h << " window " << k.w << "x"
+                      << k.h << "+" << k.x0 << "+" << k.y0;
     EXPECT_EQ(qlip::resize_bicubic_pil(im, k.out_w, k.out_h).pixels, full.pixels);
   }
   const Image im = random_image(10, 10, 3, 1);
-  EXPECT_TRUE(throws_error([&] { (void)qlip::resize_bicubic_pil_region(im, 20, 20, 15, 0, 6, 5); }, {"not inside 20x20"}));
+  EXPECT_TRUE(
+      throws_error([&] { (void)qlip::resize_bicubic_pil_region(im, 20, 20, 15, 0, 6, 5); }, {"not inside 20x20"}));
   EXPECT_TRUE(throws_error([&] { (void)qlip::resize_bicubic_pil_region(im, 20, 20, 0, 0, 0, 5); }, {"region"}));
 }
 

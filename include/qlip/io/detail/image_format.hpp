@@ -40,18 +40,30 @@ inline SniffedFormat sniff_image_format(const std::uint8_t* d, std::size_t n) {
     const char* name;
   };
   static constexpr Magic kOthers[] = {
-      {"GIF87a", 6, 0, "GIF"},          {"GIF89a", 6, 0, "GIF"},
-      {"II*\0", 4, 0, "TIFF"},          {"MM\0*", 4, 0, "TIFF"},
-      {"II+\0", 4, 0, "BigTIFF"},       {"MM\0+", 4, 0, "BigTIFF"},
-      {"8BPS", 4, 0, "PSD"},            {"BM", 2, 0, "BMP"},
-      {"qoif", 4, 0, "QOI"},            {"#?RADIANCE", 10, 0, "Radiance HDR"},
-      {"#?RGBE", 6, 0, "Radiance HDR"}, {"v/1\x01", 4, 0, "OpenEXR"},
-      {"\0\0\0\x0cjP  ", 8, 0, "JPEG 2000"}, {"\xff\x4f\xff\x51", 4, 0, "JPEG 2000 codestream"},
-      {"\0\0\0\x0cJXL ", 8, 0, "JPEG XL"},   {"\xff\x0a", 2, 0, "JPEG XL"},
-      {"ftypavif", 8, 4, "AVIF"},       {"ftypavis", 8, 4, "AVIF"},
-      {"ftypheic", 8, 4, "HEIF"},       {"ftypheix", 8, 4, "HEIF"},
-      {"ftypmif1", 8, 4, "HEIF"},       {"ftypmsf1", 8, 4, "HEIF"},
-      {"DDS ", 4, 0, "DDS"},            {"\x53\x80\xf6\x34", 4, 0, "PIC"},
+      {"GIF87a", 6, 0, "GIF"},
+      {"GIF89a", 6, 0, "GIF"},
+      {"II*\0", 4, 0, "TIFF"},
+      {"MM\0*", 4, 0, "TIFF"},
+      {"II+\0", 4, 0, "BigTIFF"},
+      {"MM\0+", 4, 0, "BigTIFF"},
+      {"8BPS", 4, 0, "PSD"},
+      {"BM", 2, 0, "BMP"},
+      {"qoif", 4, 0, "QOI"},
+      {"#?RADIANCE", 10, 0, "Radiance HDR"},
+      {"#?RGBE", 6, 0, "Radiance HDR"},
+      {"v/1\x01", 4, 0, "OpenEXR"},
+      {"\0\0\0\x0cjP  ", 8, 0, "JPEG 2000"},
+      {"\xff\x4f\xff\x51", 4, 0, "JPEG 2000 codestream"},
+      {"\0\0\0\x0cJXL ", 8, 0, "JPEG XL"},
+      {"\xff\x0a", 2, 0, "JPEG XL"},
+      {"ftypavif", 8, 4, "AVIF"},
+      {"ftypavis", 8, 4, "AVIF"},
+      {"ftypheic", 8, 4, "HEIF"},
+      {"ftypheix", 8, 4, "HEIF"},
+      {"ftypmif1", 8, 4, "HEIF"},
+      {"ftypmsf1", 8, 4, "HEIF"},
+      {"DDS ", 4, 0, "DDS"},
+      {"\x53\x80\xf6\x34", 4, 0, "PIC"},
   };
   for (const Magic& m : kOthers) {
     if (starts_with(d, n, m.bytes, m.size, m.offset)) return {ImageFormat::other, m.name};
@@ -93,7 +105,8 @@ inline SniffedFormat sniff_image_format(const std::uint8_t* d, std::size_t n) {
 /// The check every decoder makes on the declared size, before allocating pixels or decoding.
 inline void check_pixel_budget(const std::string& name, const char* format, std::int64_t width, std::int64_t height,
                                std::int64_t max_pixels) {
-  if (width <= 0 || height <= 0) QLIP_THROW("corrupt ", format, " file: ", name, ": declared size ", width, "x", height);
+  if (width <= 0 || height <= 0)
+    QLIP_THROW("corrupt ", format, " file: ", name, ": declared size ", width, "x", height);
   if (width > 0x7fffffff || height > 0x7fffffff || width * height > max_pixels) {
     QLIP_THROW("image too large: ", name, ": ", format, " declares ", width, "x", height, " = ", width * height,
                " pixels, over the limit of ", max_pixels, " (ImageDecodeOptions::max_pixels)");

@@ -77,7 +77,8 @@ inline bool png_read_header_jmp(PngReadState* s) {
   png_set_user_limits(s->png, 0x7fffffffu, 0x7fffffffu);
   png_read_info(s->png, s->info);
   int interlace = 0, compression = 0, filter = 0;
-  png_get_IHDR(s->png, s->info, &s->width, &s->height, &s->bit_depth, &s->color_type, &interlace, &compression, &filter);
+  png_get_IHDR(s->png, s->info, &s->width, &s->height, &s->bit_depth, &s->color_type, &interlace, &compression,
+               &filter);
   return true;
 }
 
@@ -203,8 +204,8 @@ struct PngWriteGuard {
 
 /// Encodes interleaved 8-bit pixels (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA channels) as PNG.
 inline std::vector<std::uint8_t> encode_png(const std::uint8_t* pixels, int width, int height, int channels) {
-  QLIP_CHECK(width > 0 && height > 0 && channels >= 1 && channels <= 4, "encode_png: bad geometry ", width, "x",
-             height, "x", channels);
+  QLIP_CHECK(width > 0 && height > 0 && channels >= 1 && channels <= 4, "encode_png: bad geometry ", width, "x", height,
+             "x", channels);
   PngWriteState s;
   PngWriteGuard guard{&s};
   s.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &s, png_write_error_longjmp, png_warning_ignore);

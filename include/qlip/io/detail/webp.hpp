@@ -20,21 +20,29 @@ namespace qlip::detail {
 
 inline const char* webp_status_string(VP8StatusCode s) {
   switch (s) {
-    case VP8_STATUS_OK: return "ok";
-    case VP8_STATUS_OUT_OF_MEMORY: return "out of memory";
-    case VP8_STATUS_INVALID_PARAM: return "invalid parameter";
-    case VP8_STATUS_BITSTREAM_ERROR: return "bitstream error";
-    case VP8_STATUS_UNSUPPORTED_FEATURE: return "unsupported feature";
-    case VP8_STATUS_SUSPENDED: return "suspended";
-    case VP8_STATUS_USER_ABORT: return "aborted";
-    case VP8_STATUS_NOT_ENOUGH_DATA: return "not enough data";
+    case VP8_STATUS_OK:
+      return "ok";
+    case VP8_STATUS_OUT_OF_MEMORY:
+      return "out of memory";
+    case VP8_STATUS_INVALID_PARAM:
+      return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR:
+      return "bitstream error";
+    case VP8_STATUS_UNSUPPORTED_FEATURE:
+      return "unsupported feature";
+    case VP8_STATUS_SUSPENDED:
+      return "suspended";
+    case VP8_STATUS_USER_ABORT:
+      return "aborted";
+    case VP8_STATUS_NOT_ENOUGH_DATA:
+      return "not enough data";
   }
   return "unknown error";
 }
 
 [[noreturn]] inline void throw_webp_error(VP8StatusCode s, const std::string& name) {
-  QLIP_THROW(s == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated WebP file: " : "corrupt WebP file: ", name, ": libwebp: ",
-             webp_status_string(s));
+  QLIP_THROW(s == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated WebP file: " : "corrupt WebP file: ", name,
+             ": libwebp: ", webp_status_string(s));
 }
 
 /// Decodes a still WebP to RGB8; `alloc(w, h)` as in decode_png.
