@@ -75,6 +75,9 @@ inline bool png_read_header_jmp(PngReadState* s) {
   // libpng's own limit is 1e6 per side; qlip's limit is the pixel budget checked by the caller,
   // so that a 2 x 1,000,001 strip is judged like any other shape.
   png_set_user_limits(s->png, 0x7fffffffu, 0x7fffffffu);
+  // Bound what one ancillary chunk (text, ICC profile, EXIF) may allocate, decompressed: a small
+  // zTXt can otherwise inflate to gigabytes. An oversized ancillary chunk is skipped with a warning.
+  png_set_chunk_malloc_max(s->png, png_alloc_size_t{16} << 20);
   png_read_info(s->png, s->info);
   int interlace = 0, compression = 0, filter = 0;
   png_get_IHDR(s->png, s->info, &s->width, &s->height, &s->bit_depth, &s->color_type, &interlace, &compression,
@@ -83,8 +86,10 @@ inline bool png_read_header_jmp(PngReadState* s) {
 }
 
 /// Phase 2: the transformations to the output layout, every row, and the chunks up to IEND.
-/// `grey16` rows are 2 bytes per pixel (big-endian), all others RGB8.
-inline bool png_read_pixels_jmp(PngReadState* s, png_bytepp rows, bool grey16) {
+/// `grey16` rows are 2 bytes per pixel (big-endian), all others RGB8; row y starts at base + y·stride.
+/// Rows are read one at a time (each pass of an interlaced file combines into the same rows), so no
+/// array of row pointers is needed: for a 1-pixel-wide image it would be larger than the pixels.
+inline bool png_read_pixels_jmp(PngReadState* s, std::uint8_t* base, std::size_t stride, bool grey16) {
   if (setjmp(s->jmp)) return false;
   png_structp p = s->png;
   if (s->color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(p);  // may add alpha from tRNS
@@ -94,11 +99,12 @@ inline bool png_read_pixels_jmp(PngReadState* s, png_bytepp rows, bool grey16) {
     png_set_strip_alpha(p);                       // drop alpha, no compositing
     if (!(s->color_type & PNG_COLOR_MASK_COLOR)) png_set_gray_to_rgb(p);
   }
-  png_set_interlace_handling(p);
+  const int passes = png_set_interlace_handling(p);
   png_read_update_info(p, s->info);
-  const png_size_t want = static_cast<png_size_t>(s->width) * (grey16 ? 2 : 3);
-  if (png_get_rowbytes(p, s->info) != want) png_error(p, "unexpected row layout after the RGB8 transformations");
-  png_read_image(p, rows);
+  if (png_get_rowbytes(p, s->info) != stride) png_error(p, "unexpected row layout after the RGB8 transformations");
+  for (int pass = 0; pass < passes; ++pass) {
+    for (png_uint_32 y = 0; y < s->height; ++y) png_read_row(p, base + y * stride, nullptr);
+  }
   png_read_end(p, nullptr);
   return true;
 }
@@ -137,9 +143,7 @@ void decode_png(const std::uint8_t* data, std::size_t size, const std::string& n
   std::vector<std::uint8_t> grey;  // 16-bit grey: decoded here, then clamped into `out`
   if (grey16) grey.resize(w * h * 2);
   std::uint8_t* base = grey16 ? grey.data() : out;
-  std::vector<png_bytep> rows(h);
-  for (std::size_t y = 0; y < h; ++y) rows[y] = base + y * w * (grey16 ? 2 : 3);
-  if (!png_read_pixels_jmp(&s, rows.data(), grey16)) throw_png_error(s, name);
+  if (!png_read_pixels_jmp(&s, base, w * (grey16 ? 2 : 3), grey16)) throw_png_error(s, name);
   if (grey16) {
     for (std::size_t i = 0; i < w * h; ++i) {
       const unsigned v = (static_cast<unsigned>(grey[2 * i]) << 8) | grey[2 * i + 1];
