@@ -185,7 +185,7 @@ inline void png_write_to_memory(png_structp png, png_bytep data, png_size_t n) {
 
 inline void png_flush_nothing(png_structp) {}
 
-inline bool png_write_jmp(PngWriteState* s, png_uint_32 w, png_uint_32 h, int channels, png_bytepp rows) {
+inline bool png_write_jmp(PngWriteState* s, png_uint_32 w, png_uint_32 h, int channels, const std::uint8_t* pixels) {
   if (setjmp(s->jmp)) return false;
   static constexpr int kColor[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                     PNG_COLOR_TYPE_RGB_ALPHA};
@@ -193,7 +193,9 @@ inline bool png_write_jmp(PngWriteState* s, png_uint_32 w, png_uint_32 h, int ch
   png_set_IHDR(s->png, s->info, w, h, 8, kColor[channels], PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                PNG_FILTER_TYPE_DEFAULT);
   png_write_info(s->png, s->info);
-  png_write_image(s->png, rows);
+  const std::size_t stride = static_cast<std::size_t>(w) * static_cast<std::size_t>(channels);
+  // Row by row, as on the read side. png_write_row takes a const row.
+  for (png_uint_32 y = 0; y < h; ++y) png_write_row(s->png, pixels + y * stride);
   png_write_end(s->png, nullptr);
   return true;
 }
@@ -216,11 +218,7 @@ inline std::vector<std::uint8_t> encode_png(const std::uint8_t* pixels, int widt
   QLIP_CHECK(s.png != nullptr, "png_create_write_struct failed (out of memory?)");
   s.info = png_create_info_struct(s.png);
   QLIP_CHECK(s.info != nullptr, "png_create_info_struct failed (out of memory?)");
-  std::vector<png_bytep> rows(static_cast<std::size_t>(height));
-  const std::size_t stride = static_cast<std::size_t>(width) * static_cast<std::size_t>(channels);
-  // libpng's row type is non-const, but the writer only reads the rows.
-  for (std::size_t y = 0; y < rows.size(); ++y) rows[y] = const_cast<std::uint8_t*>(pixels) + y * stride;
-  if (!png_write_jmp(&s, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), channels, rows.data())) {
+  if (!png_write_jmp(&s, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), channels, pixels)) {
     QLIP_THROW("PNG encoding failed for a ", width, "x", height, "x", channels, " image: ", s.message);
   }
   return std::vector<std::uint8_t>(s.buf, s.buf + s.size);
