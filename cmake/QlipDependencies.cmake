@@ -5,12 +5,14 @@ find_package(Eigen3 3.4 REQUIRED NO_MODULE)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(ZLIB REQUIRED)
+# Image decoding: the libraries PIL uses (libpng-dev, libjpeg62-turbo-dev, libwebp-dev).
+find_package(PNG REQUIRED)
+find_package(JPEG REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(QLIP_UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
-find_path(QLIP_STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb REQUIRED)
+pkg_check_modules(QLIP_WEBP REQUIRED IMPORTED_TARGET libwebp)
 
 function(qlip_link_dependencies target)
   target_link_libraries(${target} INTERFACE Eigen3::Eigen OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json
-                        ZLIB::ZLIB PkgConfig::QLIP_UTF8PROC)
-  target_include_directories(${target} SYSTEM INTERFACE ${QLIP_STB_INCLUDE_DIR})
+                        ZLIB::ZLIB PkgConfig::QLIP_UTF8PROC PNG::PNG JPEG::JPEG PkgConfig::QLIP_WEBP)
 endfunction()

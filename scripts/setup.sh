@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake g++ make pkg-config ccache
-          libeigen3-dev libcli11-dev libstb-dev nlohmann-json3-dev libutf8proc-dev zlib1g-dev
+          libeigen3-dev libcli11-dev nlohmann-json3-dev libutf8proc-dev zlib1g-dev
+          libpng-dev libjpeg62-turbo-dev libwebp-dev
           libgtest-dev libgmock-dev libbenchmark-dev
           python3-skimage)  # python3-skimage: real photos for tests and the demo (no Python runs)
 missing=()

@@ -6,6 +6,9 @@ Outputs:
                           expected values are hard-coded in tests/io/test_safetensors.cpp too.
   metrics.json            PSNR (numpy, float64) and SSIM (pytorch_msssim, float64 tensors) on pairs of
                           real photos from Debian's python3-skimage package.
+  decode/                 small PNG/JPEG/WebP files of every PNG colour type and bit depth and the
+                          common JPEG/WebP variants, with decode_cases.json: PIL's
+                          Image.open(f).convert("RGB") of each (size and sha256 of the RGB bytes).
   preprocess.safetensors  transformers.CLIPImageProcessor (QLIP's preprocessor config, spec 2.1:
                           size/crop 256, CLIP mean/std) applied to photos from the same package. Stored
                           compactly as the uint8 levels round((x*std+mean)*255) of the processed
@@ -17,16 +20,17 @@ Needs: torch, transformers, safetensors, numpy, pillow, pytorch_msssim (pip inst
 and python3-skimage (Debian) for the photos.
 """
 import hashlib
+import io
 import json
 import os
+import struct
 import sys
+import zlib
 
 import numpy as np
 import PIL
-import torch
-import transformers
+import PIL.features
 from PIL import Image
-from safetensors.torch import save_file
 
 PHOTO_DIR = "/usr/lib/python3/dist-packages/skimage/data"
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "io")
@@ -60,6 +64,9 @@ def sha256(path):
 
 
 def write_py_written():
+    import torch
+    from safetensors.torch import save_file
+
     t = {
         "f32": torch.tensor([[0.0, 1.5, -2.25], [3.0e-8, 65504.0, -1.0e30]], dtype=torch.float32),
         "f16": torch.tensor([1.0, -0.5, 65504.0, 2.0**-24], dtype=torch.float16),
@@ -82,6 +89,7 @@ def load_rgb_u8(path):
 
 
 def write_metrics():
+    import torch
     from pytorch_msssim import ssim
 
     cases = []
@@ -116,7 +124,96 @@ def write_metrics():
     print("wrote", path)
 
 
+def _png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _raw_png(w, h, bit_depth, colour_type, rng, extra=b""):
+    """A PNG written by hand (PIL cannot write 2-bit grey, 16-bit RGB, grey+tRNS, ...)."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour_type]
+    row_bytes = (w * channels * bit_depth + 7) // 8
+    rows = b"".join(b"\x00" + bytes(rng.integers(0, 256, row_bytes, dtype=np.uint8)) for _ in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra + _png_chunk(b"IDAT", zlib.compress(rows)) +
+            _png_chunk(b"IEND", b""))
+
+
+def _adam7_png(pixels):
+    """An Adam7-interlaced 8-bit RGB PNG (PIL writes no interlaced PNGs)."""
+    h, w, _ = pixels.shape
+    data = b""
+    for xs, ys, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = pixels[ys::dy, xs::dx]
+        if sub.size:
+            data += b"".join(b"\x00" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(data)) +
+            _png_chunk(b"IEND", b""))
+
+
+def write_decode_cases():
+    """Small files of every PNG colour type / bit depth and common JPEG/WebP variants, and PIL's RGB."""
+    out_dir = os.path.join(OUT_DIR, "decode")
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(1)
+    w, h = 13, 7
+    base = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    files = {}
+
+    def pil_bytes(im, fmt, **kw):
+        b = io.BytesIO()
+        im.save(b, fmt, **kw)
+        return b.getvalue()
+
+    files["pil_rgb.png"] = pil_bytes(Image.fromarray(base[:, :, :3]), "PNG")
+    files["pil_rgba.png"] = pil_bytes(Image.fromarray(base, "RGBA"), "PNG")
+    files["pil_l.png"] = pil_bytes(Image.fromarray(base[:, :, 0]), "PNG")
+    files["pil_la.png"] = pil_bytes(Image.fromarray(base[:, :, :2], "LA"), "PNG")
+    files["pil_p.png"] = pil_bytes(Image.fromarray(base[:, :, :3]).quantize(37), "PNG")
+    files["pil_p_trns.png"] = pil_bytes(Image.fromarray(base[:, :, :3]).quantize(20), "PNG", transparency=3)
+    files["pil_1.png"] = pil_bytes(Image.fromarray(base[:, :, 0]).convert("1"), "PNG")
+    for bit_depth, colour_type in [(1, 0), (2, 0), (4, 0), (16, 0), (16, 2), (16, 4), (16, 6), (8, 4)]:
+        files[f"raw_{bit_depth}bit_type{colour_type}.png"] = _raw_png(w, h, bit_depth, colour_type, rng)
+    files["raw_8bit_grey_trns.png"] = _raw_png(w, h, 8, 0, rng, _png_chunk(b"tRNS", b"\x00\x10"))
+    files["raw_16bit_grey_trns.png"] = _raw_png(w, h, 16, 0, rng, _png_chunk(b"tRNS", b"\x01\x10"))
+    palette = bytes(rng.integers(0, 256, 48, dtype=np.uint8))
+    files["raw_4bit_palette_trns.png"] = _raw_png(w, h, 4, 3, rng, _png_chunk(b"PLTE", palette) +
+                                                  _png_chunk(b"tRNS", b"\x00\x80\xff"))
+    photo = np.asarray(Image.open(os.path.join(PHOTO_DIR, "chelsea.png")).convert("RGB"))[:45, :67]
+    files["adam7_rgb.png"] = _adam7_png(np.ascontiguousarray(photo))
+    files["q75_420.jpg"] = pil_bytes(Image.fromarray(photo), "JPEG")
+    files["q95_444.jpg"] = pil_bytes(Image.fromarray(photo), "JPEG", quality=95, subsampling=0)
+    files["q75_422.jpg"] = pil_bytes(Image.fromarray(photo), "JPEG", subsampling=1)
+    files["progressive.jpg"] = pil_bytes(Image.fromarray(photo), "JPEG", progressive=True)
+    files["grey.jpg"] = pil_bytes(Image.fromarray(photo).convert("L"), "JPEG")
+    files["cmyk.jpg"] = pil_bytes(Image.fromarray(photo).convert("CMYK"), "JPEG")
+    files["lossy.webp"] = pil_bytes(Image.fromarray(photo), "WEBP", quality=80)
+    files["lossless.webp"] = pil_bytes(Image.fromarray(photo), "WEBP", lossless=True)
+    alpha = np.concatenate([photo, rng.integers(0, 256, photo.shape[:2] + (1,), dtype=np.uint8)], 2)
+    files["alpha_lossy.webp"] = pil_bytes(Image.fromarray(alpha, "RGBA"), "WEBP", quality=70)
+    files["alpha_lossless.webp"] = pil_bytes(Image.fromarray(alpha, "RGBA"), "WEBP", lossless=True)
+    cases = []
+    for name, data in sorted(files.items()):
+        path = os.path.join(out_dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        im = Image.open(path)
+        rgb = np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        cases.append({"file": name, "mode": im.mode, "width": im.size[0], "height": im.size[1],
+                      "rgb_sha256": hashlib.sha256(rgb.tobytes()).hexdigest()})
+    with open(os.path.join(out_dir, "decode_cases.json"), "w") as f:
+        json.dump({"generator": "tools/make_preprocess_fixtures.py decode",
+                   "reference": "PIL Image.open(file).convert('RGB'), sha256 of the HWC uint8 bytes",
+                   "versions": f"pillow {PIL.__version__}, {PIL.features.version('jpg')} (libjpeg), "
+                               f"libwebp {PIL.features.version('webp')}",
+                   "cases": cases}, f, indent=1)
+    print("wrote", len(cases), "decode cases to", out_dir)
+
+
 def write_preprocess():
+    import torch
+    import transformers
+    from safetensors.torch import save_file
     from transformers import CLIPImageProcessor
 
     # QLIP's preprocessor_config.json (spec 2.1): the OpenAI CLIP config with 256 instead of 224.
@@ -158,11 +255,13 @@ def write_preprocess():
 
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
-    what = sys.argv[1:] or ["safetensors", "metrics", "preprocess"]
+    what = sys.argv[1:] or ["safetensors", "metrics", "decode", "preprocess"]
     if "safetensors" in what:
         write_py_written()
     if "metrics" in what:
         write_metrics()
+    if "decode" in what:
+        write_decode_cases()
     if "preprocess" in what:
         write_preprocess()
 

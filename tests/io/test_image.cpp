@@ -82,15 +82,15 @@ TEST(Image, ReadErrorsAreClear) {
   qlip::test::ScratchDir dir;
   EXPECT_TRUE(throws_error([&] { (void)qlip::read_image(dir.file("missing.png")); }, {"missing.png", "cannot open"}));
   qlip::test::write_bytes(dir.file("text.png"), "this is not an image at all");
-  EXPECT_TRUE(throws_error([&] { (void)qlip::read_image(dir.file("text.png")); }, {"not an image file: ", "text.png: "}));
+  EXPECT_TRUE(throws_error([&] { (void)qlip::read_image(dir.file("text.png")); }, {"unsupported image format: ", "text.png: "}));
   qlip::test::write_bytes(dir.file("empty.png"), "");
   EXPECT_TRUE(throws_error([&] { (void)qlip::read_image(dir.file("empty.png")); }, {"not an image file: ", "empty.png", "empty"}));
   EXPECT_TRUE(throws_error([&] { (void)qlip::read_image(dir.path()); }, {"directory"}));
-  // A PNG cut after its header: decodable header, missing data.
+  // A PNG cut after its header: decodable header, missing data (more cuts in test_image_decode.cpp).
   qlip::write_png(dir.file("ok.png"), random_image(64, 64, 3, 11));
   std::string bytes = qlip::test::read_bytes(dir.file("ok.png"));
   qlip::test::write_bytes(dir.file("cut.png"), bytes.substr(0, 60));
-  EXPECT_TRUE(throws_error([&] { (void)qlip::read_image(dir.file("cut.png")); }, {"not an image file: ", "cut.png"}));
+  EXPECT_TRUE(throws_error([&] { (void)qlip::read_image(dir.file("cut.png")); }, {"truncated PNG file: ", "cut.png"}));
 }
 
 TEST(Image, WritePngIsAtomic) {

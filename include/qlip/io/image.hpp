@@ -1,16 +1,24 @@
 /// @file image.hpp
-/// @brief 8-bit RGB images: decoding (PNG, JPEG, BMP, GIF, TGA, PSD, PNM via stb_image), atomic PNG
-///        writing, image grids, and the reconstruction metrics PSNR and SSIM (QLIP_SPEC.md 7.2).
+/// @brief 8-bit RGB images: decoding (PNG with libpng, JPEG with libjpeg-turbo, WebP with libwebp:
+///        the decoders PIL uses), atomic PNG/JPEG writing, image grids, and the reconstruction
+///        metrics PSNR and SSIM (QLIP_SPEC.md 7.2).
 ///
 /// Colour conversion on read follows PIL's Image.convert("RGB"), which is what CLIPImageProcessor
 /// applies: grey is replicated to three channels, grey+alpha and RGBA simply drop alpha (no
-/// compositing onto a background), palette images are expanded. Differences from PIL to know about:
-/// 16-bit PNGs are reduced to 8 bits by stb (v >> 8), EXIF orientation is ignored by both, and JPEG
-/// decoding uses stb's IDCT/upsampling rather than libjpeg-turbo's, so JPEG pixels can differ from
-/// PIL's by a level or two (PNG decoding is bit-exact).
+/// compositing onto a background), palette images are expanded, 16-bit PNGs are reduced as PIL
+/// reduces them (high byte, but 16-bit grey saturates; details in detail/png.hpp), CMYK JPEGs are
+/// converted as PIL converts them. EXIF orientation is ignored by both. With the same decoders
+/// and their default settings, decoded pixels equal PIL's.
+///
+/// Robustness: the format is recognised from the first bytes; anything but PNG, JPEG and WebP is
+/// refused ("unsupported image format: <file>: TIFF ..."). The declared width × height is checked
+/// against a pixel budget (ImageDecodeOptions::max_pixels, PIL's decompression-bomb limit by
+/// default) before any pixel is allocated. A truncated or corrupt file is an error, never an image
+/// with made-up pixels. Every error is one line naming the file and the cause.
 #pragma once
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -19,7 +27,10 @@
 
 #include "qlip/core/error.hpp"
 #include "qlip/io/detail/file.hpp"
-#include "qlip/io/detail/stb.hpp"
+#include "qlip/io/detail/image_format.hpp"
+#include "qlip/io/detail/jpeg.hpp"
+#include "qlip/io/detail/png.hpp"
+#include "qlip/io/detail/webp.hpp"
 
 namespace qlip {
 
@@ -62,29 +73,50 @@ inline void check_image(const Image& im, const char* what) {
 
 }  // namespace detail
 
-/// Decodes an image file from memory and converts it to RGB8 (see the file comment for the rules).
-/// `name` is used in error messages.
-inline Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& name) {
+/// PIL's Image.MAX_IMAGE_PIXELS, int(1024 · 1024 · 1024 // 4 // 3): PIL warns above it and raises
+/// DecompressionBombError above twice it.
+inline constexpr std::int64_t kPilMaxImagePixels = 89478485;
+
+/// qlip's default pixel budget: the size beyond which PIL refuses to open an image (2 · 89,478,485
+/// pixels, 537 MB as RGB8), so that qlip reads everything CLIPImageProcessor reads.
+inline constexpr std::int64_t kMaxImagePixels = 2 * kPilMaxImagePixels;
+
+/// Options of decode_image() / read_image().
+struct ImageDecodeOptions {
+  /// Largest declared width · height accepted; checked before anything is allocated or decoded.
+  std::int64_t max_pixels = kMaxImagePixels;
+};
+
+/// Decodes a PNG, JPEG or WebP file from memory to RGB8 (see the file comment for the rules).
+/// `name` is used in error messages. Throws for an empty file, an unsupported format, a declared
+/// size over the budget, and a truncated or corrupt file.
+inline Image decode_image(const std::uint8_t* data, std::size_t size, const std::string& name,
+                          const ImageDecodeOptions& options = {}) {
   if (size == 0) QLIP_THROW("not an image file: ", name, ": file is empty");
-  QLIP_CHECK(size <= static_cast<std::size_t>(std::numeric_limits<int>::max()), "image file too large: ", name);
-  int w = 0, h = 0, c = 0;
-  stbi_uc* p = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &c, 3);
-  if (!p) QLIP_THROW("not an image file: ", name, ": ", stbi_failure_reason());
+  QLIP_CHECK(options.max_pixels > 0, "decode_image: max_pixels must be positive, got ", options.max_pixels);
   Image im;
-  im.width = w;
-  im.height = h;
-  im.channels = 3;
-  im.pixels.assign(p, p + static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3);
-  stbi_image_free(p);
-  if (w <= 0 || h <= 0) QLIP_THROW("image has zero size: ", name, " (", w, "x", h, ")");
+  auto alloc = [&im](int w, int h) {
+    im.width = w;
+    im.height = h;
+    im.channels = 3;
+    im.pixels.assign(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3, 0);
+    return im.pixels.data();
+  };
+  const detail::SniffedFormat f = detail::sniff_image_format(data, size);
+  switch (f.format) {
+    case detail::ImageFormat::png: detail::decode_png(data, size, name, options.max_pixels, alloc); break;
+    case detail::ImageFormat::jpeg: detail::decode_jpeg(data, size, name, options.max_pixels, alloc); break;
+    case detail::ImageFormat::webp: detail::decode_webp(data, size, name, options.max_pixels, alloc); break;
+    default: detail::throw_unsupported_format(data, size, name, f);
+  }
   return im;
 }
 
-/// Reads an image file (PNG, JPEG, ...) as RGB8. Throws for a missing/unreadable file, a file that
-/// is not a decodable image ("not an image file: <path>: <reason>"), or a zero-size image.
-inline Image read_image(const std::string& path) {
+/// Reads a PNG, JPEG or WebP file as RGB8. Throws for a missing/unreadable file ("cannot open
+/// <path>: ...") and for everything decode_image() refuses.
+inline Image read_image(const std::string& path, const ImageDecodeOptions& options = {}) {
   std::vector<std::uint8_t> bytes = detail::read_file_bytes(path);
-  return decode_image(bytes.data(), bytes.size(), path);
+  return decode_image(bytes.data(), bytes.size(), path, options);
 }
 
 /// Converts 1 (grey), 2 (grey+alpha), 3 or 4 (RGBA) channel images to RGB, following PIL's
@@ -106,26 +138,46 @@ inline Image to_rgb(const Image& im) {
   return out;
 }
 
-/// Encodes an image (1–4 channels) as PNG in memory.
+/// Encodes an image (1–4 channels) as PNG in memory (libpng, zlib level 6, adaptive filters).
 inline std::vector<std::uint8_t> encode_png(const Image& im) {
   detail::check_image(im, "encode_png");
   QLIP_CHECK(!im.empty(), "encode_png: zero-size image");
-  QLIP_CHECK(static_cast<std::int64_t>(im.width) * im.channels <= std::numeric_limits<int>::max(), "encode_png: image too wide");
-  std::vector<std::uint8_t> out;
-  auto sink = [](void* ctx, void* data, int n) {
-    auto* v = static_cast<std::vector<std::uint8_t>*>(ctx);
-    const auto* b = static_cast<const std::uint8_t*>(data);
-    v->insert(v->end(), b, b + n);
-  };
-  int ok = stbi_write_png_to_func(sink, &out, im.width, im.height, im.channels, im.pixels.data(), im.width * im.channels);
-  if (!ok) QLIP_THROW("PNG encoding failed for a ", im.width, "x", im.height, "x", im.channels, " image");
-  return out;
+  return detail::encode_png(im.pixels.data(), im.width, im.height, im.channels);
 }
 
 /// Writes a PNG atomically (temp file + fsync + rename; an existing file survives any failure).
 inline void write_png(const std::string& path, const Image& im) {
   std::vector<std::uint8_t> png = encode_png(im);
   detail::write_file_atomic(path, png.data(), png.size());
+}
+
+/// JPEG quality used by write_image(): high enough that reconstructions are judged, not the codec.
+inline constexpr int kDefaultJpegQuality = 95;
+
+/// Encodes a grey (1 channel) or RGB (3 channels) image as baseline JPEG (libjpeg, 4:2:0 chroma).
+/// Images with alpha are refused rather than silently flattened: convert with to_rgb() first.
+inline std::vector<std::uint8_t> encode_jpeg(const Image& im, int quality = kDefaultJpegQuality) {
+  detail::check_image(im, "encode_jpeg");
+  QLIP_CHECK(!im.empty(), "encode_jpeg: zero-size image");
+  return detail::encode_jpeg(im.pixels.data(), im.width, im.height, im.channels, quality);
+}
+
+/// Writes a JPEG atomically (as write_png).
+inline void write_jpeg(const std::string& path, const Image& im, int quality = kDefaultJpegQuality) {
+  std::vector<std::uint8_t> jpg = encode_jpeg(im, quality);
+  detail::write_file_atomic(path, jpg.data(), jpg.size());
+}
+
+/// Writes PNG or JPEG (quality kDefaultJpegQuality) chosen by the extension of `path`, compared
+/// case-insensitively: .png, or .jpg/.jpeg. Any other extension is refused before a file is touched.
+inline void write_image(const std::string& path, const Image& im) {
+  const std::size_t dot = path.find_last_of("./");
+  std::string ext = dot != std::string::npos && path[dot] == '.' ? path.substr(dot) : "";
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (ext == ".png") return write_png(path, im);
+  if (ext == ".jpg" || ext == ".jpeg") return write_jpeg(path, im);
+  QLIP_THROW("write_image: ", path, ": cannot choose an image format from the extension '", ext,
+             "' (use .png, .jpg or .jpeg)");
 }
 
 /// Tiles images into a grid of `columns` columns (like torchvision's make_grid): every cell is as

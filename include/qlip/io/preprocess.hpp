@@ -9,12 +9,15 @@
 /// separable passes (horizontal first), the filter support widened by the downscale factor
 /// (antialias), a = −0.5 cubic, per-output-pixel normalised weights converted to 22-bit fixed
 /// point, and the intermediate image rounded and clamped to uint8 between the passes. With that,
-/// PNG inputs give bit-identical pixels to HF; JPEG inputs differ only through the decoder.
+/// and the decoders PIL uses (image.hpp), decoded photos give bit-identical pixels to HF. Only the
+/// part of the resized image that the center crop keeps is computed (same pixels, bounded cost).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -123,8 +126,10 @@ QLIP_NO_FP_CONTRACT inline double pil_bicubic(double x) {
 }
 
 /// Per-output-pixel taps of one resampling axis, as Pillow's precompute_coeffs +
-/// normalize_coeffs_8bpc produce them: tap j of output i reads input first[i] + j with the 22-bit
-/// fixed-point weight weights[i·ksize + j], for j < count[i].
+/// normalize_coeffs_8bpc produce them, for the outputs [out_first, out_first + n) of an axis of
+/// out_size pixels: tap j of output out_first + i reads input first[i] + j with the 22-bit
+/// fixed-point weight weights[i·ksize + j], for j < count[i]. Each output's taps depend only on
+/// (in_size, out_size, its index), so any range gives the same taps as the whole axis.
 struct PilAxisCoeffs {
   int ksize = 0;
   std::vector<int> first, count;
@@ -133,7 +138,7 @@ struct PilAxisCoeffs {
 
 inline constexpr int kPilPrecisionBits = 32 - 8 - 2;
 
-QLIP_NO_FP_CONTRACT inline PilAxisCoeffs pil_precompute_coeffs(int in_size, int out_size) {
+QLIP_NO_FP_CONTRACT inline PilAxisCoeffs pil_precompute_coeffs(int in_size, int out_size, int out_first, int n) {
   QLIP_NO_FP_CONTRACT_BODY
   constexpr double kSupport = 2.0;  // bicubic
   const double scale = static_cast<double>(in_size) / out_size;
@@ -141,11 +146,12 @@ QLIP_NO_FP_CONTRACT inline PilAxisCoeffs pil_precompute_coeffs(int in_size, int 
   const double support = kSupport * filterscale;
   PilAxisCoeffs c;
   c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
-  c.first.resize(static_cast<std::size_t>(out_size));
-  c.count.resize(static_cast<std::size_t>(out_size));
-  c.weights.assign(static_cast<std::size_t>(out_size) * c.ksize, 0);
+  c.first.resize(static_cast<std::size_t>(n));
+  c.count.resize(static_cast<std::size_t>(n));
+  c.weights.assign(static_cast<std::size_t>(n) * static_cast<std::size_t>(c.ksize), 0);
   std::vector<double> k(static_cast<std::size_t>(c.ksize));
-  for (int xx = 0; xx < out_size; ++xx) {
+  for (int i = 0; i < n; ++i) {
+    const int xx = out_first + i;
     const double center = (xx + 0.5) * scale;
     const double ss = 1.0 / filterscale;
     int xmin = static_cast<int>(center - support + 0.5);  // truncation toward zero, as in C
@@ -164,10 +170,11 @@ QLIP_NO_FP_CONTRACT inline PilAxisCoeffs pil_precompute_coeffs(int in_size, int 
       if (ww != 0.0) w /= ww;
       // normalize_coeffs_8bpc: round half away from zero into fixed point.
       const double f = w * (1 << kPilPrecisionBits);
-      c.weights[static_cast<std::size_t>(xx) * c.ksize + x] = static_cast<std::int32_t>(w < 0 ? -0.5 + f : 0.5 + f);
+      c.weights[static_cast<std::size_t>(i) * static_cast<std::size_t>(c.ksize) + static_cast<std::size_t>(x)] =
+          static_cast<std::int32_t>(w < 0 ? -0.5 + f : 0.5 + f);
     }
-    c.first[static_cast<std::size_t>(xx)] = xmin;
-    c.count[static_cast<std::size_t>(xx)] = xmax;
+    c.first[static_cast<std::size_t>(i)] = xmin;
+    c.count[static_cast<std::size_t>(i)] = xmax;
   }
   return c;
 }
@@ -180,58 +187,76 @@ inline std::uint8_t pil_clip8(std::int64_t acc) {
 
 }  // namespace detail
 
-/// Resizes an 8-bit image to out_w × out_h exactly as Pillow's Image.resize(..., BICUBIC) does for
-/// 8-bit modes (see the file comment). Returns a copy when the size is unchanged, as Pillow does.
-inline Image resize_bicubic_pil(const Image& in, int out_w, int out_h) {
+/// The region [x0, x0 + w) × [y0, y0 + h) of resize_bicubic_pil(in, out_w, out_h), computed without
+/// building the rest: only the kept output columns are resampled horizontally, and only on the
+/// input rows that the kept output rows read. Bit-identical to resizing fully and then cropping,
+/// because every output pixel of Pillow's separable resample is computed from its own taps (its
+/// column's taps on each input row, then its row's taps on those uint8 intermediates); nothing is
+/// shared between output pixels except the input.
+inline Image resize_bicubic_pil_region(const Image& in, int out_w, int out_h, int x0, int y0, int w, int h) {
   detail::check_image(in, "resize_bicubic_pil");
   QLIP_CHECK(!in.empty(), "resize_bicubic_pil: zero-size input image");
   QLIP_CHECK(out_w > 0 && out_h > 0, "resize_bicubic_pil: bad output size ", out_w, "x", out_h);
+  QLIP_CHECK(x0 >= 0 && y0 >= 0 && w > 0 && h > 0 && x0 <= out_w - w && y0 <= out_h - h,
+             "resize_bicubic_pil: region ", w, "x", h, "+", x0, "+", y0, " is not inside ", out_w, "x", out_h);
   const int C = in.channels;
+  // Pillow skips the pass of an axis whose size does not change (need_horizontal / need_vertical).
   const bool need_h = out_w != in.width, need_v = out_h != in.height;
-  if (!need_h && !need_v) return in;
-  const detail::PilAxisCoeffs ch = detail::pil_precompute_coeffs(in.width, out_w);
-  const detail::PilAxisCoeffs cv = detail::pil_precompute_coeffs(in.height, out_h);
   const std::int64_t half = std::int64_t{1} << (detail::kPilPrecisionBits - 1);
+  const std::size_t row_bytes = static_cast<std::size_t>(in.width) * static_cast<std::size_t>(C);
 
-  // Horizontal pass over only the rows the vertical pass reads (Pillow's ybox_first..ybox_last;
-  // the result is the same as resampling every row).
-  const int y_first = need_v ? cv.first[0] : 0;
-  const int y_last = need_v ? cv.first[static_cast<std::size_t>(out_h - 1)] + cv.count[static_cast<std::size_t>(out_h - 1)] : in.height;
-  Image tmp;
-  const Image* src = &in;
-  int row0 = 0;  // row of `src` that corresponds to input row y_first
+  // Vertical taps of the kept rows, and the input rows they read (Pillow's ybox_first..ybox_last,
+  // restricted to the kept rows; `first` is non-decreasing, and so is first + count).
+  detail::PilAxisCoeffs cv;
+  int y_first = y0, y_last = y0 + h;
+  if (need_v) {
+    cv = detail::pil_precompute_coeffs(in.height, out_h, y0, h);
+    y_first = cv.first.front();
+    y_last = cv.first.back() + cv.count.back();
+  }
+  // Horizontal pass: the kept columns of input rows [y_first, y_last) into tmp (w columns).
+  Image tmp = Image::zeros(w, y_last - y_first, C);
   if (need_h) {
-    tmp = Image::zeros(out_w, y_last - y_first, C);
+    const detail::PilAxisCoeffs ch = detail::pil_precompute_coeffs(in.width, out_w, x0, w);
     for (int y = 0; y < tmp.height; ++y) {
-      const std::uint8_t* row = &in.pixels[static_cast<std::size_t>(in.index(y + y_first, 0, 0))];
-      for (int xx = 0; xx < out_w; ++xx) {
-        const int xmin = ch.first[static_cast<std::size_t>(xx)], n = ch.count[static_cast<std::size_t>(xx)];
-        const std::int32_t* k = &ch.weights[static_cast<std::size_t>(xx) * ch.ksize];
+      const std::uint8_t* row = &in.pixels[static_cast<std::size_t>(y + y_first) * row_bytes];
+      for (int i = 0; i < w; ++i) {
+        const int xmin = ch.first[static_cast<std::size_t>(i)], n = ch.count[static_cast<std::size_t>(i)];
+        const std::int32_t* k = &ch.weights[static_cast<std::size_t>(i) * static_cast<std::size_t>(ch.ksize)];
         for (int c = 0; c < C; ++c) {
           std::int64_t acc = half;
           for (int x = 0; x < n; ++x) acc += static_cast<std::int64_t>(row[(xmin + x) * C + c]) * k[x];
-          tmp.at(y, xx, c) = detail::pil_clip8(acc);
+          tmp.at(y, i, c) = detail::pil_clip8(acc);
         }
       }
     }
-    src = &tmp;
-    row0 = -y_first;
+  } else {
+    for (int y = 0; y < tmp.height; ++y) {
+      const std::uint8_t* row = &in.pixels[static_cast<std::size_t>(y + y_first) * row_bytes + static_cast<std::size_t>(x0) * C];
+      std::copy(row, row + static_cast<std::size_t>(w) * C, &tmp.pixels[static_cast<std::size_t>(tmp.index(y, 0, 0))]);
+    }
   }
-  if (!need_v) return need_h ? tmp : in;
+  if (!need_v) return tmp;
 
-  Image out = Image::zeros(src->width, out_h, C);
-  for (int yy = 0; yy < out_h; ++yy) {
-    const int ymin = cv.first[static_cast<std::size_t>(yy)] + row0, n = cv.count[static_cast<std::size_t>(yy)];
-    const std::int32_t* k = &cv.weights[static_cast<std::size_t>(yy) * cv.ksize];
-    for (int x = 0; x < src->width; ++x) {
+  Image out = Image::zeros(w, h, C);
+  for (int i = 0; i < h; ++i) {
+    const int ymin = cv.first[static_cast<std::size_t>(i)] - y_first, n = cv.count[static_cast<std::size_t>(i)];
+    const std::int32_t* k = &cv.weights[static_cast<std::size_t>(i) * static_cast<std::size_t>(cv.ksize)];
+    for (int x = 0; x < w; ++x) {
       for (int c = 0; c < C; ++c) {
         std::int64_t acc = half;
-        for (int y = 0; y < n; ++y) acc += static_cast<std::int64_t>(src->at(ymin + y, x, c)) * k[y];
-        out.at(yy, x, c) = detail::pil_clip8(acc);
+        for (int y = 0; y < n; ++y) acc += static_cast<std::int64_t>(tmp.at(ymin + y, x, c)) * k[y];
+        out.at(i, x, c) = detail::pil_clip8(acc);
       }
     }
   }
   return out;
+}
+
+/// Resizes an 8-bit image to out_w × out_h exactly as Pillow's Image.resize(..., BICUBIC) does for
+/// 8-bit modes (see the file comment). Returns a copy when the size is unchanged, as Pillow does.
+inline Image resize_bicubic_pil(const Image& in, int out_w, int out_h) {
+  return resize_bicubic_pil_region(in, out_w, out_h, 0, 0, out_w, out_h);
 }
 
 /// The (width, height) CLIPImageProcessor resizes to: the shortest edge becomes `shortest_edge`,
@@ -244,36 +269,48 @@ inline std::array<int, 2> clip_resize_size(int width, int height, int shortest_e
   // Python: int(size * long / short) — an exact integer product, one correctly rounded division.
   const double ratio = static_cast<double>(static_cast<std::int64_t>(shortest_edge) * l) / static_cast<double>(s);
   const std::int64_t new_long = static_cast<std::int64_t>(ratio);
-  QLIP_CHECK(new_long >= 1 && new_long <= (1 << 24), "clip_resize_size: resized long edge ", new_long, " out of range");
+  // Only the cropped part is ever computed (clip_resize_crop), so the bound is just int range.
+  QLIP_CHECK(new_long >= 1 && new_long <= std::numeric_limits<int>::max(), "clip_resize_size: resized long edge ", new_long,
+             " out of range (", width, "x", height, " at shortest edge ", shortest_edge, ")");
   return w_short ? std::array<int, 2>{shortest_edge, static_cast<int>(new_long)}
                  : std::array<int, 2>{static_cast<int>(new_long), shortest_edge};
 }
 
 /// The uint8 image after resize and center crop (before rescale/normalise): useful for previews
 /// and the exact-pixel tests. The crop is transformers' center_crop: offset
-/// floor((size − crop)/2), zero (black) padding where the crop is larger than the image.
+/// floor((size − crop)/2), zero (black) padding where the crop is larger than the image. Only the
+/// part of the resized image that the crop keeps is computed (resize_bicubic_pil_region), so a
+/// 2 × 130000 strip costs a 256 × 256 resample, not a 256 × 16,640,000 one; the pixels are the same.
 inline Image clip_resize_crop(const Image& image, const ClipPreprocessConfig& cfg) {
   detail::check_image(image, "preprocess_clip");
   QLIP_CHECK(!image.empty(), "preprocess_clip: zero-size image (", image.width, "x", image.height, ")");
-  Image rgb = image.channels == 3 ? image : to_rgb(image);
+  Image converted;
+  if (image.channels != 3) converted = to_rgb(image);
+  const Image& rgb = image.channels == 3 ? image : converted;
+  int rw = rgb.width, rh = rgb.height;  // size after the resize
   if (cfg.do_resize) {
-    auto [w, h] = clip_resize_size(rgb.width, rgb.height, cfg.shortest_edge);
-    rgb = resize_bicubic_pil(rgb, w, h);
+    const auto size = clip_resize_size(rgb.width, rgb.height, cfg.shortest_edge);
+    rw = size[0];
+    rh = size[1];
   }
-  if (!cfg.do_center_crop) return rgb;
-  Image out = Image::zeros(cfg.crop_width, cfg.crop_height, 3);
+  if (!cfg.do_center_crop) {
+    if (!cfg.do_resize) return rgb;
+    QLIP_CHECK(static_cast<std::int64_t>(rw) * rh <= kMaxImagePixels, "preprocess_clip: resizing ", rgb.width, "x",
+               rgb.height, " to ", rw, "x", rh, " without a center crop exceeds the pixel budget (", kMaxImagePixels, ")");
+    return resize_bicubic_pil(rgb, rw, rh);
+  }
   auto floor_half = [](int d) { return d >= 0 ? d / 2 : -((-d + 1) / 2); };  // Python's d // 2
-  const int top = floor_half(rgb.height - cfg.crop_height);
-  const int left = floor_half(rgb.width - cfg.crop_width);
-  for (int y = 0; y < cfg.crop_height; ++y) {
-    const int sy = y + top;
-    if (sy < 0 || sy >= rgb.height) continue;
-    for (int x = 0; x < cfg.crop_width; ++x) {
-      const int sx = x + left;
-      if (sx < 0 || sx >= rgb.width) continue;
-      for (int c = 0; c < 3; ++c) out.at(y, x, c) = rgb.at(sy, sx, c);
-    }
-  }
+  const int top = floor_half(rh - cfg.crop_height);
+  const int left = floor_half(rw - cfg.crop_width);
+  // The kept window of the resized image: the crop rectangle clipped to [0, rw) × [0, rh).
+  const int x0 = std::max(left, 0), x1 = std::min(left + cfg.crop_width, rw);
+  const int y0 = std::max(top, 0), y1 = std::min(top + cfg.crop_height, rh);
+  Image out = Image::zeros(cfg.crop_width, cfg.crop_height, 3);
+  if (x0 >= x1 || y0 >= y1) return out;
+  const Image kept = cfg.do_resize ? resize_bicubic_pil_region(rgb, rw, rh, x0, y0, x1 - x0, y1 - y0) : Image{};
+  for (int y = y0; y < y1; ++y)
+    for (int x = x0; x < x1; ++x)
+      for (int c = 0; c < 3; ++c) out.at(y - top, x - left, c) = cfg.do_resize ? kept.at(y - y0, x - x0, c) : rgb.at(y, x, c);
   return out;
 }
 
