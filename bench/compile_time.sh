@@ -29,14 +29,14 @@ declare -A calls=(
   [load_one]='auto m = qlip::QlipModel<qlip::QlipB16_256>::load(argv[1]); use(m, argv[1]);'
 )
 flags=(-std=c++20 -O3 -DNDEBUG -march=native -fopenmp -I"$root/include" -I"$root/kernels" -I"$root/examples"
-       -isystem /usr/include/eigen3 -isystem /usr/include/stb)
+       -isystem /usr/include/eigen3)
 for v in include_only five_configs released_default one_config_list load_one; do
   if [ "$v" = include_only ]; then
     printf '#include "qlip/qlip.hpp"\nint main() {}\n' >"$work/$v.cpp"
   else
     printf '#include "body.inc"\nint main(int, char** argv) { %s }\n' "${calls[$v]}" >"$work/$v.cpp"
   fi
-  /usr/bin/time -f "%U %M" -o "$work/$v.time" "$cxx" "${flags[@]}" "$work/$v.cpp" -o "$work/$v" -lz -lutf8proc
+  /usr/bin/time -f "%U %M" -o "$work/$v.time" "$cxx" "${flags[@]}" "$work/$v.cpp" -o "$work/$v" -lz -lutf8proc -lpng -ljpeg -lwebp
   strip -o "$work/$v.stripped" "$work/$v"
   read -r user rss <"$work/$v.time"
   printf '%-18s compile %6.1f s user, max RSS %5.2f GB, stripped binary %9d B\n' "$v" "$user" \
