@@ -220,7 +220,8 @@ class ConfigReader {
       const double d = v.get<double>();
       if (!std::isfinite(d) || std::floor(d) != d)
         QLIP_THROW(path_, ": field ", field(section, key), " = ", excerpt(v), " is not an integer");
-      if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) out_of_range(section, key, v, lo, hi);
+      // |d| < 2^63 before the cast (a double cannot hold INT64_MAX, so compare with 9.2e18 instead).
+      if (d < -9.2e18 || d > 9.2e18) out_of_range(section, key, v, lo, hi);
       out = static_cast<std::int64_t>(d);
     } else {
       wrong_type(section, key, v, "an integer");
