@@ -1,6 +1,19 @@
 /// @file json.hpp
-/// @brief Reading JSON files (config.json, preprocessor_config.json) with errors that name the file
-///        and the parse position, and typed getters that name the dotted key path on failure.
+/// @brief The one JSON parser of qlip (parse_json / parse_ordered_json: nesting depth capped,
+///        duplicate keys rejected, errors that name the source and the position), reading JSON files
+///        (config.json, preprocessor_config.json), bounded excerpts of values for error messages, and
+///        typed getters that name the dotted key path on failure.
+///
+/// Why a wrapper around nlohmann::json::parse:
+///  - Depth. nlohmann parses iteratively, but copying, comparing and dumping a value recurse once per
+///    nesting level, so a 200 kB file of '[' overflows the stack wherever a value is copied or
+///    printed. parse_json rejects nesting deeper than kJsonMaxDepth with a byte-level scan *before*
+///    nlohmann sees the text (nothing recursive runs on an over-deep input).
+///  - Duplicate keys. nlohmann keeps the last of `{"a": 1, "a": 2}`; so does Python's json. A
+///    duplicated key in a config or a safetensors header is a corrupt or hand-edited file, and
+///    last-wins would hide it (and defeat the duplicate-tensor check of the safetensors reader).
+///  - Messages. A value is printed in an error through json_excerpt() (at most kJsonExcerptBytes),
+///    never through a full dump(), and nlohmann's own messages are cut to kJsonMessageBytes.
 ///
 /// Getters are strict on purpose: nlohmann's get<int>() silently truncates 3.7 to 3 and converts
 /// booleans; a config value of the wrong kind is far more likely a wrong file than an intent.
@@ -11,6 +24,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -20,17 +34,190 @@
 
 namespace qlip {
 
-/// Parses a JSON file. Errors name the file and, for syntax errors, the byte position and the
-/// line/column nlohmann reports.
+/// Deepest accepted nesting of arrays/objects (the top-level value is depth 1). Real configs and
+/// safetensors headers nest 3 levels; 64 leaves room for any sane format and keeps every recursive
+/// operation on a parsed value (copy, compare, dump) far from the stack limit.
+inline constexpr int kJsonMaxDepth = 64;
+/// Longest excerpt of a JSON value that error messages print.
+inline constexpr std::size_t kJsonExcerptBytes = 80;
+/// Longest part of nlohmann's own parse-error text that error messages keep (its "last read" token
+/// can be a whole multi-megabyte string).
+inline constexpr std::size_t kJsonMessageBytes = 200;
+
+namespace detail {
+
+/// `s` cut to at most `max` bytes at a UTF-8 character boundary, with "..." appended when cut.
+inline std::string utf8_prefix(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return std::string(s);
+  std::size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;  // not inside a sequence
+  return std::string(s.substr(0, n)) + "...";
+}
+
+/// Throws when arrays/objects nest deeper than `max_depth`. Brackets inside strings do not count;
+/// the scan does not validate anything else (nlohmann does that next), so on malformed text it may
+/// report depth where nlohmann would report a syntax error further on: both are errors.
+inline void json_check_depth(std::string_view text, const std::string& source, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character, whatever it is, cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) {
+        QLIP_THROW(source, ": invalid JSON: nesting deeper than ", max_depth, " levels at byte ", i,
+                   " (not a file qlip reads; corrupt or hostile input?)");
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
+/// Quotes a string for an excerpt (invalid UTF-8 replaced, at most `max` bytes of it).
+inline void json_excerpt_string(std::string& out, std::string_view s, std::size_t max) {
+  const std::string cut = utf8_prefix(s, max);
+  out += nlohmann::json(cut).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// Appends a compact serialisation of `v`, stopping once `out` holds `budget` bytes. Recursion is
+/// bounded by the budget (every level appends at least one byte), whatever the nesting of `v`.
+template <class Json>
+void json_excerpt_into(const Json& v, std::string& out, std::size_t budget) {
+  if (out.size() >= budget) return;
+  const std::size_t room = budget - out.size();
+  if (v.is_object()) {
+    out += '{';
+    bool first = true;
+    for (auto it = v.begin(); it != v.end() && out.size() < budget; ++it) {
+      if (!first) out += ',';
+      first = false;
+      json_excerpt_string(out, it.key(), budget > out.size() ? budget - out.size() : 0);
+      out += ':';
+      json_excerpt_into(it.value(), out, budget);
+    }
+    out += '}';
+  } else if (v.is_array()) {
+    out += '[';
+    bool first = true;
+    for (auto it = v.begin(); it != v.end() && out.size() < budget; ++it) {
+      if (!first) out += ',';
+      first = false;
+      json_excerpt_into(*it, out, budget);
+    }
+    out += ']';
+  } else if (v.is_string()) {
+    json_excerpt_string(out, v.template get_ref<const std::string&>(), room);
+  } else {
+    out += v.dump();  // a number, boolean or null: short
+  }
+}
+
+}  // namespace detail
+
+/// At most `max` bytes of `v`, serialised compactly ("..." marks a cut). For error messages: never
+/// dump() a value from a file into a message, it may be megabytes long.
+/// @tparam Json nlohmann::json or nlohmann::ordered_json
+template <class Json>
+std::string json_excerpt(const Json& v, std::size_t max = kJsonExcerptBytes) {
+  std::string out;
+  detail::json_excerpt_into(v, out, max + 1);
+  return detail::utf8_prefix(out, max);
+}
+
+namespace detail {
+
+/// parse_json / parse_ordered_json. The parser callback tracks, per open object, the keys seen so
+/// far (nlohmann's callback reports keys with the depth of their object; arrays get a frame too so
+/// the depths line up).
+template <class Json>
+Json parse_json_impl(std::string_view text, const std::string& source) {
+  json_check_depth(text, source, kJsonMaxDepth);
+  struct Frame {
+    bool object = false;
+    std::string last_key;
+    std::unordered_set<std::string> keys;
+  };
+  std::vector<Frame> frames;
+  auto path = [&]() {
+    std::string p;
+    for (std::size_t i = 0; i + 1 < frames.size(); ++i) {
+      if (frames[i].object) {
+        p += (p.empty() ? "" : ".") + utf8_prefix(frames[i].last_key, kJsonExcerptBytes);
+      } else {
+        p += "[]";
+      }
+    }
+    return p;
+  };
+  auto callback = [&](int /*depth*/, nlohmann::detail::parse_event_t event, Json& parsed) -> bool {
+    using E = nlohmann::detail::parse_event_t;
+    switch (event) {
+      case E::object_start:
+        frames.push_back({true, {}, {}});
+        break;
+      case E::array_start:
+        frames.push_back({false, {}, {}});
+        break;
+      case E::object_end:
+      case E::array_end:
+        if (!frames.empty()) frames.pop_back();
+        break;
+      case E::key: {
+        if (frames.empty()) break;
+        const std::string& k = parsed.template get_ref<const std::string&>();
+        Frame& f = frames.back();
+        if (!f.keys.insert(k).second) {
+          std::string where = path();
+          std::string key;
+          json_excerpt_string(key, k, kJsonExcerptBytes);
+          QLIP_THROW(source, ": invalid JSON: duplicate key ", key,
+                     where.empty() ? std::string(" in the top-level object") : " in object '" + where + "'",
+                     " (which one is meant is ambiguous)");
+        }
+        f.last_key = k;
+        break;
+      }
+      case E::value:
+        break;
+    }
+    return true;
+  };
+  try {
+    return Json::parse(text.data(), text.data() + text.size(), callback);
+  } catch (const nlohmann::json::parse_error& e) {
+    QLIP_THROW(source, ": invalid JSON at byte ", e.byte, ": ", utf8_prefix(e.what(), kJsonMessageBytes));
+  } catch (const nlohmann::json::exception& e) {
+    QLIP_THROW(source, ": invalid JSON: ", utf8_prefix(e.what(), kJsonMessageBytes));
+  }
+}
+
+}  // namespace detail
+
+/// Parses JSON text: nesting deeper than kJsonMaxDepth and duplicate object keys are errors, like
+/// syntax errors. Every message starts with `source_name` (a path, or e.g. "'x.safetensors' header")
+/// and names the byte position, the key or the depth. Use this for every JSON parse in qlip.
+inline nlohmann::json parse_json(std::string_view text, const std::string& source_name) {
+  return detail::parse_json_impl<nlohmann::json>(text, source_name);
+}
+
+/// parse_json keeping the order of object keys (the safetensors header lists tensors in file order).
+inline nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::string& source_name) {
+  return detail::parse_json_impl<nlohmann::ordered_json>(text, source_name);
+}
+
+/// Parses a JSON file with parse_json. Errors name the file and, for syntax errors, the byte position
+/// and the line/column nlohmann reports.
 inline nlohmann::json read_json(const std::string& path) {
   std::vector<std::uint8_t> bytes = detail::read_file_bytes(path);
-  try {
-    return nlohmann::json::parse(bytes.begin(), bytes.end());
-  } catch (const nlohmann::json::parse_error& e) {
-    QLIP_THROW(path, ": invalid JSON at byte ", e.byte, ": ", e.what());
-  } catch (const nlohmann::json::exception& e) {
-    QLIP_THROW(path, ": invalid JSON: ", e.what());
-  }
+  return parse_json(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path);
 }
 
 namespace detail {
@@ -68,7 +255,7 @@ constexpr const char* json_type_label() {
 template <class T>
 T json_convert(const nlohmann::json& v, std::string_view key) {
   auto bad = [&]() {
-    QLIP_THROW("JSON key '", std::string(key), "' is ", v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), " (", v.type_name(), "), expected ",
+    QLIP_THROW("JSON key '", std::string(key), "' is ", json_excerpt(v), " (", v.type_name(), "), expected ",
                json_type_label<T>());
   };
   if constexpr (std::is_same_v<T, bool>) {
@@ -101,7 +288,7 @@ T json_convert(const nlohmann::json& v, std::string_view key) {
     try {
       return v.get<T>();
     } catch (const nlohmann::json::exception& e) {
-      QLIP_THROW("JSON key '", std::string(key), "': ", e.what());
+      QLIP_THROW("JSON key '", std::string(key), "': ", utf8_prefix(e.what(), kJsonMessageBytes));
     }
   }
 }
