@@ -1,10 +1,18 @@
 /// @file bpe_model.hpp
 /// @brief The immutable CLIP BPE model (id ⇄ token, ranked merges), its loaders (open_clip's gz,
 ///        HF vocab.json + merges.txt), its HF writer, and the merge loop with a thread-safe cache.
+///
+/// Long words: open_clip's bpe() is quadratic in the word length (every merge rescans the word), so a
+/// 100k-letter "word" took seconds. A piece longer than kMaxWordBytes is encoded as consecutive
+/// chunks of at most kMaxWordBytes bytes (cut at UTF-8 character boundaries), each merged on its own,
+/// with '</w>' only on the last chunk: the same ids as open_clip for every piece up to that length
+/// (the 663 fixture strings' longest piece is 540 bytes), and the ids of a run of shorter words
+/// glued together beyond it. Such words are never real text, and a CLIP context holds 77 tokens.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qlip/core/error.hpp"
+#include "qlip/io/json.hpp"
 #include "qlip/text/detail/byte_map.hpp"
 #include "qlip/text/detail/gzip_reader.hpp"
 
@@ -31,6 +40,13 @@ inline constexpr std::string_view kSotName = "<|startoftext|>";
 inline constexpr std::string_view kEotName = "<|endoftext|>";
 /// open_clip uses the first 49152 - 256 - 2 = 48894 merges of its 262k-line file.
 inline constexpr std::size_t kClipMerges = 49152 - 256 - 2;
+/// Longest piece merged as one word (see the file comment); longer ones are merged in chunks.
+inline constexpr std::size_t kMaxWordBytes = 1024;
+/// Longest token or line that error messages print.
+inline constexpr std::size_t kShownBytes = 80;
+
+/// A token or line from a vocabulary file as messages print it (bounded).
+inline std::string shown(std::string_view s) { return qlip::detail::utf8_prefix(s, kShownBytes); }
 
 /// Everything a tokenizer needs, immutable once built.
 struct BpeModel {
@@ -53,7 +69,7 @@ struct BpeModel {
 
   std::int32_t lookup(const std::string& token, const std::string& source, const std::string& what) const {
     auto it = ids.find(token);
-    if (it == ids.end()) QLIP_THROW("'", source, "': ", what, " '", token, "' is not in the vocabulary");
+    if (it == ids.end()) QLIP_THROW("'", source, "': ", what, " '", shown(token), "' is not in the vocabulary");
     return it->second;
   }
 
@@ -71,9 +87,10 @@ struct BpeModel {
     merge_table.reserve(merges.size() * 2);
     for (std::size_t r = 0; r < merges.size(); ++r) {
       const auto& [a, b] = merges[r];
-      std::int32_t ia = lookup(a, source, "merge " + a + " " + b + " uses");
-      std::int32_t ib = lookup(b, source, "merge " + a + " " + b + " uses");
-      std::int32_t ir = lookup(a + b, source, "the result of merge " + a + " " + b + ",");
+      const std::string merge = shown(a) + " " + shown(b);
+      std::int32_t ia = lookup(a, source, "merge " + merge + " uses");
+      std::int32_t ib = lookup(b, source, "merge " + merge + " uses");
+      std::int32_t ir = lookup(a + b, source, "the result of merge " + merge + ",");
       merge_table[pair_key(ia, ib)] = {static_cast<std::int32_t>(r), ir};  // later duplicates win, as in Python
     }
     sot = lookup(std::string(kSotName), source, "special token");
@@ -81,34 +98,74 @@ struct BpeModel {
   }
 
   /// Byte-level BPE of one piece's UTF-8 bytes: '</w>' on the last byte, then repeatedly merge
-  /// every left-to-right occurrence of the lowest-ranked adjacent pair (open_clip's bpe()).
+  /// every left-to-right occurrence of the lowest-ranked adjacent pair (open_clip's bpe()). Pieces
+  /// longer than kMaxWordBytes are merged in chunks (file comment).
   std::vector<std::int32_t> bpe(std::string_view bytes) const {
+    if (bytes.size() <= kMaxWordBytes) return bpe_chunk(bytes, true);
+    std::vector<std::int32_t> out;
+    std::size_t pos = 0;
+    while (pos < bytes.size()) {
+      std::size_t len = std::min(kMaxWordBytes, bytes.size() - pos);
+      if (pos + len < bytes.size()) {
+        // Back up to a UTF-8 lead byte so no character is split (at most 3 continuation bytes).
+        std::size_t cut = len;
+        while (cut > len - 3 && (static_cast<unsigned char>(bytes[pos + cut]) & 0xC0) == 0x80) --cut;
+        if ((static_cast<unsigned char>(bytes[pos + cut]) & 0xC0) != 0x80) len = cut;
+      }
+      const std::vector<std::int32_t> part = bpe_chunk(bytes.substr(pos, len), pos + len == bytes.size());
+      out.insert(out.end(), part.begin(), part.end());
+      pos += len;
+    }
+    return out;
+  }
+
+ private:
+  /// open_clip's merge loop on one chunk, '</w>' on its last byte when `end_of_word`. Same result as
+  /// rescanning every pair after every merge, but the rank of each adjacent pair is kept in `rank`
+  /// and only looked up again for pairs that touch a newly merged symbol, so a merge step costs a
+  /// scan of integers instead of a hash lookup per pair.
+  std::vector<std::int32_t> bpe_chunk(std::string_view bytes, bool end_of_word) const {
+    constexpr std::int32_t kNone = INT32_MAX;
     std::vector<std::int32_t> word;
     word.reserve(bytes.size());
     for (std::size_t i = 0; i < bytes.size(); ++i) {
       auto b = static_cast<unsigned char>(bytes[i]);
-      word.push_back(i + 1 == bytes.size() ? byte_eow_id[b] : byte_id[b]);
+      word.push_back(end_of_word && i + 1 == bytes.size() ? byte_eow_id[b] : byte_id[b]);
     }
-    std::vector<std::int32_t> next;
+    auto pair_rank = [&](std::int32_t a, std::int32_t b) {
+      auto it = merge_table.find(pair_key(a, b));
+      return it == merge_table.end() ? kNone : it->second.rank;
+    };
+    std::vector<std::int32_t> rank(word.size() > 0 ? word.size() - 1 : 0);  // rank[i]: pair (i, i+1)
+    for (std::size_t i = 0; i + 1 < word.size(); ++i) rank[i] = pair_rank(word[i], word[i + 1]);
+    std::vector<std::int32_t> next, next_rank;
+    std::vector<std::size_t> origin;  // origin[j]: old index of next[j], or SIZE_MAX when merged
     while (word.size() > 1) {
-      std::int32_t best_rank = -1, left = -1, right = -1, merged = -1;
-      for (std::size_t i = 0; i + 1 < word.size(); ++i) {
-        auto it = merge_table.find(pair_key(word[i], word[i + 1]));
-        if (it != merge_table.end() && (best_rank < 0 || it->second.rank < best_rank)) {
-          best_rank = it->second.rank, left = word[i], right = word[i + 1], merged = it->second.result;
-        }
-      }
-      if (best_rank < 0) break;
+      const auto best = std::min_element(rank.begin(), rank.end());
+      if (*best == kNone) break;
+      const std::size_t at = static_cast<std::size_t>(best - rank.begin());
+      const std::int32_t left = word[at], right = word[at + 1];
+      const std::int32_t merged = merge_table.find(pair_key(left, right))->second.result;
       next.clear();
+      origin.clear();
       for (std::size_t i = 0; i < word.size();) {
         if (i + 1 < word.size() && word[i] == left && word[i + 1] == right) {
           next.push_back(merged);
+          origin.push_back(SIZE_MAX);
           i += 2;
         } else {
-          next.push_back(word[i++]);
+          next.push_back(word[i]);
+          origin.push_back(i++);
         }
       }
+      // Two untouched neighbours were neighbours before the step: their pair's rank is unchanged.
+      next_rank.assign(next.size() - 1, kNone);
+      for (std::size_t j = 0; j + 1 < next.size(); ++j) {
+        next_rank[j] = origin[j] != SIZE_MAX && origin[j + 1] != SIZE_MAX ? rank[origin[j]]
+                                                                          : pair_rank(next[j], next[j + 1]);
+      }
       word.swap(next);
+      rank.swap(next_rank);
     }
     return word;
   }
@@ -176,22 +233,21 @@ inline std::string read_text_file(const std::string& path) {
 /// HF CLIPTokenizer files. Every merge line after the "#version" header is used (the fast
 /// tokenizer's behaviour; the slow one stops at 48894, which is all OpenAI's file has).
 inline BpeModel load_hf(const std::string& vocab_json, const std::string& merges_txt) {
-  nlohmann::json vocab;
-  try {
-    vocab = nlohmann::json::parse(read_text_file(vocab_json));
-  } catch (const nlohmann::json::exception& e) {
-    QLIP_THROW("'", vocab_json, "' is not valid JSON: ", e.what());
-  }
+  // parse_json: depth-capped, and a token listed twice is an error rather than last-wins.
+  const nlohmann::json vocab = parse_json(read_text_file(vocab_json), "'" + vocab_json + "'");
   if (!vocab.is_object() || vocab.empty()) QLIP_THROW("'", vocab_json, "' must be a JSON object {token: id}");
   BpeModel m;
   m.tokens.assign(vocab.size(), std::string());
   std::vector<bool> seen(vocab.size(), false);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) QLIP_THROW("'", vocab_json, "': id of '", it.key(), "' is not an integer");
+    if (!it.value().is_number_integer()) QLIP_THROW("'", vocab_json, "': id of '", shown(it.key()), "' is not an integer");
+    if (it.value().is_number_unsigned() && it.value().get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+      QLIP_THROW("'", vocab_json, "': id of '", shown(it.key()), "' is out of range");
+    }
     auto id = it.value().get<std::int64_t>();
     if (id < 0 || id >= static_cast<std::int64_t>(vocab.size()) || seen[static_cast<std::size_t>(id)]) {
       QLIP_THROW("'", vocab_json, "': ids must be 0..", vocab.size() - 1, " without gaps or repeats (bad id ", id,
-                 " for '", it.key(), "')");
+                 " for '", shown(it.key()), "')");
     }
     seen[static_cast<std::size_t>(id)] = true;
     m.tokens[static_cast<std::size_t>(id)] = it.key();
