@@ -3,6 +3,9 @@
 ///        position and the key path.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <iterator>
+
 #include "io/io_test_util.hpp"
 #include "qlip/io/json.hpp"
 
@@ -87,7 +90,7 @@ TEST(Json, ParseKeepsOrderWhenAskedAndMessagesAreBounded) {
   EXPECT_EQ(e.size(), qlip::kJsonExcerptBytes + 3);
   EXPECT_EQ(e.substr(0, 3), "[\"x");
   EXPECT_EQ(qlip::json_excerpt(qlip::parse_json(R"({"a":[1,2]})", "s")), R"({"a":[1,2]})");
-  EXPECT_EQ(qlip::json_excerpt(qlip::parse_json("\"\u00e9\u00e9\"", "s"), 3), "\"...");  // no split UTF-8 sequence
+  EXPECT_EQ(qlip::json_excerpt(qlip::parse_json("\"\u00e9\u00e9\"", "s"), 2), "\"...");  // no split UTF-8 sequence
   // A getter's type error prints an excerpt, not a dump.
   EXPECT_TRUE(throws_error([&] { (void)qlip::json_get<int>(qlip::parse_json("{\"k\": [\"" + std::string(5000, 'y') + "\"]}", "s"), "k"); },
                            {"'k'", "...", "expected an integer"}));
@@ -104,6 +107,25 @@ TEST(Json, ParseKeepsOrderWhenAskedAndMessagesAreBounded) {
     EXPECT_LT(std::string(err.what()).size(), 400u);
     EXPECT_NE(std::string(err.what()).find("t.json: invalid JSON at byte"), std::string::npos) << err.what();
   }
+}
+
+// nlohmann's parser callback rescans the parent object at every object_end and ordered_json's
+// operator[] is a linear search: both quadratic in the number of keys. A safetensors header of 50k
+// tensors took over a minute; it must take well under a second (a few under sanitizers).
+TEST(Json, ParsingIsLinearInTheNumberOfKeys) {
+  std::string text = "{";
+  for (int i = 0; i < 50000; ++i)
+    text += (i ? "," : "") + std::string("\"layers.") + std::to_string(i) + ".w\":{\"shape\":[0],\"data_offsets\":[0,0]}";
+  text += "}";
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto o = qlip::parse_ordered_json(text, "big.json");
+  const auto j = qlip::parse_json(text, "big.json");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(o.size(), 50000u);
+  EXPECT_EQ(j.size(), 50000u);
+  EXPECT_EQ(o.begin().key(), "layers.0.w");  // file order kept
+  EXPECT_EQ(std::prev(o.end()).key(), "layers.49999.w");
+  EXPECT_LT(s, 5.0) << "parsing 50k keys took " << s << " s";
 }
 
 }  // namespace

@@ -134,69 +134,132 @@ std::string json_excerpt(const Json& v, std::size_t max = kJsonExcerptBytes) {
 
 namespace detail {
 
-/// parse_json / parse_ordered_json. The parser callback tracks, per open object, the keys seen so
-/// far (nlohmann's callback reports keys with the depth of their object; arrays get a frame too so
-/// the depths line up).
+/// The SAX handler behind parse_json: builds the value like nlohmann's own DOM parser, and rejects
+/// a duplicate key (per object, an unordered_set of the keys seen) and nesting deeper than the cap.
+///
+/// Why not nlohmann's parser callback: on every object_end it scans the parent object for a
+/// discarded element, which makes parsing quadratic in the number of keys (a 4 MB safetensors header
+/// of 50k tensors took over a minute). Why elements are appended directly: ordered_json's
+/// operator[] is a linear search, quadratic again; uniqueness is already known here.
+/// @tparam Json nlohmann::json or nlohmann::ordered_json
 template <class Json>
-Json parse_json_impl(std::string_view text, const std::string& source) {
-  json_check_depth(text, source, kJsonMaxDepth);
+class JsonDomBuilder {
+ public:
+  using number_integer_t = typename Json::number_integer_t;
+  using number_unsigned_t = typename Json::number_unsigned_t;
+  using number_float_t = typename Json::number_float_t;
+  using string_t = typename Json::string_t;
+  using binary_t = typename Json::binary_t;
+
+  explicit JsonDomBuilder(const std::string& source) : source_(source) {}
+  Json& result() { return root_; }
+
+  bool null() { return put(nullptr); }
+  bool boolean(bool v) { return put(v); }
+  bool number_integer(number_integer_t v) { return put(v); }
+  bool number_unsigned(number_unsigned_t v) { return put(v); }
+  bool number_float(number_float_t v, const string_t& /*text*/) { return put(v); }
+  bool string(string_t& v) { return put(std::move(v)); }
+  bool binary(binary_t& v) { return put(Json::binary(std::move(v))); }
+  bool start_object(std::size_t /*elements*/) { return open(Json::object()); }
+  bool start_array(std::size_t /*elements*/) { return open(Json::array()); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+
+  bool key(string_t& k) {
+    Frame& f = frames_.back();
+    if (!f.keys.insert(k).second) {
+      std::string key;
+      json_excerpt_string(key, k, kJsonExcerptBytes);
+      const std::string where = path();
+      QLIP_THROW(source_, ": invalid JSON: duplicate key ", key,
+                 where.empty() ? std::string(" in the top-level object") : " in object '" + where + "'",
+                 " (which one is meant is ambiguous)");
+    }
+    auto& obj = f.node->template get_ref<typename Json::object_t&>();
+    if constexpr (std::is_same_v<Json, nlohmann::ordered_json>) {
+      obj.emplace_back(k, Json());  // ordered_map is a vector of pairs
+      f.pending = &obj.back().second;
+    } else {
+      f.pending = &obj.emplace_hint(obj.end(), k, Json())->second;
+    }
+    f.last_key = std::move(k);
+    return true;
+  }
+
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/, const nlohmann::detail::exception& ex) {
+    const auto* pe = dynamic_cast<const nlohmann::json::parse_error*>(&ex);
+    if (pe) QLIP_THROW(source_, ": invalid JSON at byte ", pe->byte, ": ", utf8_prefix(ex.what(), kJsonMessageBytes));
+    QLIP_THROW(source_, ": invalid JSON: ", utf8_prefix(ex.what(), kJsonMessageBytes));
+  }
+
+ private:
   struct Frame {
-    bool object = false;
+    Json* node = nullptr;     // the open array or object
+    Json* pending = nullptr;  // objects: the element of the key just read
     std::string last_key;
     std::unordered_set<std::string> keys;
   };
-  std::vector<Frame> frames;
-  auto path = [&]() {
+
+  /// Where a new value goes: the root, the end of the open array, or the open object's pending key.
+  Json* slot() {
+    if (frames_.empty()) return &root_;
+    Frame& f = frames_.back();
+    if (f.node->is_array()) {
+      auto& arr = f.node->template get_ref<typename Json::array_t&>();
+      arr.emplace_back();
+      return &arr.back();
+    }
+    return f.pending;
+  }
+  template <class V>
+  bool put(V&& v) {
+    *slot() = Json(std::forward<V>(v));
+    return true;
+  }
+  bool open(Json empty) {
+    // Unreachable after json_check_depth; kept so the builder is safe on its own.
+    if (static_cast<int>(frames_.size()) >= kJsonMaxDepth)
+      QLIP_THROW(source_, ": invalid JSON: nesting deeper than ", kJsonMaxDepth, " levels");
+    Json* node = slot();
+    *node = std::move(empty);
+    frames_.push_back(Frame{node, nullptr, {}, {}});
+    return true;
+  }
+  bool close() {
+    frames_.pop_back();
+    return true;
+  }
+  /// Dotted path of the open objects ("vision_config.quantizer_cfg"; "[]" for an array level).
+  std::string path() const {
     std::string p;
-    for (std::size_t i = 0; i + 1 < frames.size(); ++i) {
-      if (frames[i].object) {
-        p += (p.empty() ? "" : ".") + utf8_prefix(frames[i].last_key, kJsonExcerptBytes);
+    for (std::size_t i = 0; i + 1 < frames_.size(); ++i) {
+      if (frames_[i].node->is_object()) {
+        p += (p.empty() ? "" : ".") + utf8_prefix(frames_[i].last_key, kJsonExcerptBytes);
       } else {
         p += "[]";
       }
     }
     return p;
-  };
-  auto callback = [&](int /*depth*/, nlohmann::detail::parse_event_t event, Json& parsed) -> bool {
-    using E = nlohmann::detail::parse_event_t;
-    switch (event) {
-      case E::object_start:
-        frames.push_back({true, {}, {}});
-        break;
-      case E::array_start:
-        frames.push_back({false, {}, {}});
-        break;
-      case E::object_end:
-      case E::array_end:
-        if (!frames.empty()) frames.pop_back();
-        break;
-      case E::key: {
-        if (frames.empty()) break;
-        const std::string& k = parsed.template get_ref<const std::string&>();
-        Frame& f = frames.back();
-        if (!f.keys.insert(k).second) {
-          std::string where = path();
-          std::string key;
-          json_excerpt_string(key, k, kJsonExcerptBytes);
-          QLIP_THROW(source, ": invalid JSON: duplicate key ", key,
-                     where.empty() ? std::string(" in the top-level object") : " in object '" + where + "'",
-                     " (which one is meant is ambiguous)");
-        }
-        f.last_key = k;
-        break;
-      }
-      case E::value:
-        break;
-    }
-    return true;
-  };
+  }
+
+  const std::string& source_;
+  Json root_;
+  std::vector<Frame> frames_;
+};
+
+/// parse_json / parse_ordered_json: the depth scan, then nlohmann's (iterative) SAX parser driving
+/// JsonDomBuilder.
+template <class Json>
+Json parse_json_impl(std::string_view text, const std::string& source) {
+  json_check_depth(text, source, kJsonMaxDepth);
+  JsonDomBuilder<Json> builder(source);
   try {
-    return Json::parse(text.data(), text.data() + text.size(), callback);
-  } catch (const nlohmann::json::parse_error& e) {
-    QLIP_THROW(source, ": invalid JSON at byte ", e.byte, ": ", utf8_prefix(e.what(), kJsonMessageBytes));
-  } catch (const nlohmann::json::exception& e) {
+    Json::sax_parse(text.data(), text.data() + text.size(), &builder, nlohmann::json::input_format_t::json, true, false);
+  } catch (const nlohmann::json::exception& e) {  // not expected: the parser reports through parse_error
     QLIP_THROW(source, ": invalid JSON: ", utf8_prefix(e.what(), kJsonMessageBytes));
   }
+  return std::move(builder.result());
 }
 
 }  // namespace detail
