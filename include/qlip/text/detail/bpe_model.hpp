@@ -2,12 +2,10 @@
 /// @brief The immutable CLIP BPE model (id ⇄ token, ranked merges), its loaders (open_clip's gz,
 ///        HF vocab.json + merges.txt), its HF writer, and the merge loop with a thread-safe cache.
 ///
-/// Long words: open_clip's bpe() is quadratic in the word length (every merge rescans the word), so a
-/// 100k-letter "word" took seconds. A piece longer than kMaxWordBytes is encoded as consecutive
-/// chunks of at most kMaxWordBytes bytes (cut at UTF-8 character boundaries), each merged on its own,
-/// with '</w>' only on the last chunk: the same ids as open_clip for every piece up to that length
-/// (the 663 fixture strings' longest piece is 540 bytes), and the ids of a run of shorter words
-/// glued together beyond it. Such words are never real text, and a CLIP context holds 77 tokens.
+/// Long words: the merge loop is O(n log n) in the word length with open_clip's results (see
+/// BpeModel::bpe), so no word is cut or chunked; a 100k-letter word is merged in milliseconds.
+/// Pieces longer than kMaxCachedPieceBytes are not memoised (BpeCache would otherwise hold up to
+/// 2^17 arbitrarily long keys).
 #pragma once
 
 #include <algorithm>
@@ -16,7 +14,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
+#include <queue>
 #include <random>
 #include <sstream>
 #include <string>
@@ -40,8 +40,9 @@ inline constexpr std::string_view kSotName = "<|startoftext|>";
 inline constexpr std::string_view kEotName = "<|endoftext|>";
 /// open_clip uses the first 49152 - 256 - 2 = 48894 merges of its 262k-line file.
 inline constexpr std::size_t kClipMerges = 49152 - 256 - 2;
-/// Longest piece merged as one word (see the file comment); longer ones are merged in chunks.
-inline constexpr std::size_t kMaxWordBytes = 1024;
+/// Longest piece the BPE cache memoises (real words are far shorter; longer pieces are merged again
+/// each time, which is cheap, rather than stored).
+inline constexpr std::size_t kMaxCachedPieceBytes = 1024;
 /// Longest token or line that error messages print.
 inline constexpr std::size_t kShownBytes = 80;
 
@@ -98,75 +99,69 @@ struct BpeModel {
   }
 
   /// Byte-level BPE of one piece's UTF-8 bytes: '</w>' on the last byte, then repeatedly merge
-  /// every left-to-right occurrence of the lowest-ranked adjacent pair (open_clip's bpe()). Pieces
-  /// longer than kMaxWordBytes are merged in chunks (file comment).
+  /// every left-to-right occurrence of the lowest-ranked adjacent pair (open_clip's bpe()).
+  ///
+  /// open_clip rescans the whole word after every merge, which is quadratic in its length (a
+  /// 100k-letter word took 5.6 s). Here the adjacent pairs sit in a min-heap keyed by (rank,
+  /// position) over a linked list of symbols, so a word of n bytes costs O(n log n) and gives the
+  /// same ids for every length: all heap entries of the lowest rank r come out together, in
+  /// left-to-right order, and each is merged unless an earlier merge of this pass consumed one of its
+  /// symbols (open_clip's scan, which skips past a merged pair). A rank names one pair, and a merge
+  /// result never equals its left symbol, so a merge can create no new pair of rank r. Entries made
+  /// stale by a merge are recognised on the way out (the pair there now has another rank).
   std::vector<std::int32_t> bpe(std::string_view bytes) const {
-    if (bytes.size() <= kMaxWordBytes) return bpe_chunk(bytes, true);
-    std::vector<std::int32_t> out;
-    std::size_t pos = 0;
-    while (pos < bytes.size()) {
-      std::size_t len = std::min(kMaxWordBytes, bytes.size() - pos);
-      if (pos + len < bytes.size()) {
-        // Back up to a UTF-8 lead byte so no character is split (at most 3 continuation bytes).
-        std::size_t cut = len;
-        while (cut > len - 3 && (static_cast<unsigned char>(bytes[pos + cut]) & 0xC0) == 0x80) --cut;
-        if ((static_cast<unsigned char>(bytes[pos + cut]) & 0xC0) != 0x80) len = cut;
-      }
-      const std::vector<std::int32_t> part = bpe_chunk(bytes.substr(pos, len), pos + len == bytes.size());
-      out.insert(out.end(), part.begin(), part.end());
-      pos += len;
-    }
-    return out;
-  }
-
- private:
-  /// open_clip's merge loop on one chunk, '</w>' on its last byte when `end_of_word`. Same result as
-  /// rescanning every pair after every merge, but the rank of each adjacent pair is kept in `rank`
-  /// and only looked up again for pairs that touch a newly merged symbol, so a merge step costs a
-  /// scan of integers instead of a hash lookup per pair.
-  std::vector<std::int32_t> bpe_chunk(std::string_view bytes, bool end_of_word) const {
     constexpr std::int32_t kNone = INT32_MAX;
-    std::vector<std::int32_t> word;
-    word.reserve(bytes.size());
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-      auto b = static_cast<unsigned char>(bytes[i]);
-      word.push_back(end_of_word && i + 1 == bytes.size() ? byte_eow_id[b] : byte_id[b]);
+    constexpr std::size_t kEnd = SIZE_MAX;
+    const std::size_t n = bytes.size();
+    std::vector<std::int32_t> sym(n);
+    std::vector<std::size_t> prev(n), next(n);
+    std::vector<char> alive(n, 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto b = static_cast<unsigned char>(bytes[i]);
+      sym[i] = i + 1 == n ? byte_eow_id[b] : byte_id[b];
+      prev[i] = i == 0 ? kEnd : i - 1;
+      next[i] = i + 1 == n ? kEnd : i + 1;
     }
-    auto pair_rank = [&](std::int32_t a, std::int32_t b) {
-      auto it = merge_table.find(pair_key(a, b));
+    auto pair_rank = [&](std::size_t i) {
+      if (next[i] == kEnd) return kNone;
+      auto it = merge_table.find(pair_key(sym[i], sym[next[i]]));
       return it == merge_table.end() ? kNone : it->second.rank;
     };
-    std::vector<std::int32_t> rank(word.size() > 0 ? word.size() - 1 : 0);  // rank[i]: pair (i, i+1)
-    for (std::size_t i = 0; i + 1 < word.size(); ++i) rank[i] = pair_rank(word[i], word[i + 1]);
-    std::vector<std::int32_t> next, next_rank;
-    std::vector<std::size_t> origin;  // origin[j]: old index of next[j], or SIZE_MAX when merged
-    while (word.size() > 1) {
-      const auto best = std::min_element(rank.begin(), rank.end());
-      if (*best == kNone) break;
-      const std::size_t at = static_cast<std::size_t>(best - rank.begin());
-      const std::int32_t left = word[at], right = word[at + 1];
-      const std::int32_t merged = merge_table.find(pair_key(left, right))->second.result;
-      next.clear();
-      origin.clear();
-      for (std::size_t i = 0; i < word.size();) {
-        if (i + 1 < word.size() && word[i] == left && word[i + 1] == right) {
-          next.push_back(merged);
-          origin.push_back(SIZE_MAX);
-          i += 2;
-        } else {
-          next.push_back(word[i]);
-          origin.push_back(i++);
+    using Entry = std::pair<std::int32_t, std::size_t>;  // (rank, position of the pair's left symbol)
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+    auto push = [&](std::size_t i) {
+      if (const std::int32_t r = pair_rank(i); r != kNone) heap.push({r, i});
+    };
+    for (std::size_t i = 0; i + 1 < n; ++i) push(i);
+    std::vector<std::size_t> pass;
+    while (!heap.empty()) {
+      const std::int32_t r = heap.top().first;
+      pass.clear();
+      while (!heap.empty() && heap.top().first == r) {
+        pass.push_back(heap.top().second);  // ascending positions: left to right
+        heap.pop();
+      }
+      std::int32_t left = -1, right = -1, merged = -1;
+      for (std::size_t i : pass) {
+        if (!alive[i] || next[i] == kEnd) continue;
+        if (left < 0) {
+          if (pair_rank(i) != r) continue;  // stale: the pair at i changed since it was pushed
+          const Merge& m = merge_table.find(pair_key(sym[i], sym[next[i]]))->second;
+          left = sym[i], right = sym[next[i]], merged = m.result;
+        } else if (sym[i] != left || sym[next[i]] != right) {
+          continue;  // stale, or consumed by the merge just left of it
         }
+        const std::size_t j = next[i];
+        sym[i] = merged;
+        alive[j] = 0;
+        next[i] = next[j];
+        if (next[j] != kEnd) prev[next[j]] = i;
+        if (prev[i] != kEnd) push(prev[i]);
+        push(i);
       }
-      // Two untouched neighbours were neighbours before the step: their pair's rank is unchanged.
-      next_rank.assign(next.size() - 1, kNone);
-      for (std::size_t j = 0; j + 1 < next.size(); ++j) {
-        next_rank[j] = origin[j] != SIZE_MAX && origin[j + 1] != SIZE_MAX ? rank[origin[j]]
-                                                                          : pair_rank(next[j], next[j + 1]);
-      }
-      word.swap(next);
-      rank.swap(next_rank);
     }
+    std::vector<std::int32_t> word;
+    for (std::size_t i = n == 0 ? kEnd : 0; i != kEnd; i = next[i]) word.push_back(sym[i]);  // symbol 0 never dies
     return word;
   }
 };
