@@ -38,7 +38,8 @@ max_len() {
 
 run_one() {
   local t=$1 work="$work_root/$1"
-  mkdir -p "$work/corpus" "$work/artifacts"
+  mkdir -p "$work/corpus"
+  rm -rf "$work/artifacts" && mkdir -p "$work/artifacts"  # only this run's findings are copied out
   local log="$work/fuzz.log"
   local rc=0
   local seeds=()
