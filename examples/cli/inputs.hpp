@@ -223,8 +223,8 @@ inline constexpr std::size_t kCodesConfigMaxBytes = 200;
 inline CodesFile read_codes_file(const std::string& path, std::int64_t patches, int bits) {
   // The model's values: indices are uint32, so 1 <= bits <= 32 (this also keeps 1 << bits defined).
   if (patches < 1 || bits < 1 || bits > 32) {
-    throw qlip::Error("read_codes_file: the model's " + std::to_string(patches) + " tokens of " + std::to_string(bits) +
-                      " bits are outside 1.. tokens, 1..32 bits");
+    throw qlip::Error("read_codes_file: a model with " + std::to_string(patches) + " tokens of " + std::to_string(bits) +
+                      " bits is not supported (tokens >= 1, bits 1..32)");
   }
   const SafetensorsFile f = SafetensorsFile::open(path);
   CodesFile c;
