@@ -169,8 +169,8 @@ struct CodesFile {
 namespace detail {
 
 /// Calls `fn(i, value)` for every element of an integer tensor of any integer dtype, as int64
-/// (memcpy per element: foreign files need not be aligned); `fn` throws to reject a value. Streams instead of copying to an int64 vector, which would take 8x a U8 tensor's size. Throws for
-/// floating-point dtypes.
+/// (memcpy per element: foreign files need not be aligned); `fn` throws to reject a value. Streams instead of copying
+/// to an int64 vector, which would take 8x a U8 tensor's size. Throws for floating-point dtypes.
 template <class Fn>
 void for_each_integer(const SafetensorsFile& f, const std::string& name, Fn&& fn) {
   const auto& info = f.info(name);
@@ -223,8 +223,8 @@ inline constexpr std::size_t kCodesConfigMaxBytes = 200;
 inline CodesFile read_codes_file(const std::string& path, std::int64_t patches, int bits) {
   // The model's values: indices are uint32, so 1 <= bits <= 32 (this also keeps 1 << bits defined).
   if (patches < 1 || bits < 1 || bits > 32) {
-    throw qlip::Error("read_codes_file: a model with " + std::to_string(patches) + " tokens of " + std::to_string(bits) +
-                      " bits is not supported (tokens >= 1, bits 1..32)");
+    throw qlip::Error("read_codes_file: a model with " + std::to_string(patches) + " tokens of " +
+                      std::to_string(bits) + " bits is not supported (tokens >= 1, bits 1..32)");
   }
   const SafetensorsFile f = SafetensorsFile::open(path);
   CodesFile c;
@@ -255,8 +255,8 @@ inline CodesFile read_codes_file(const std::string& path, std::int64_t patches, 
     c.indices.resize(static_cast<std::size_t>(f.info("indices").numel()));
     detail::for_each_integer(f, "indices", [&](std::int64_t i, std::int64_t v) {
       if (v < 0 || v >= limit) {
-        throw qlip::Error(path + ": tensor 'indices' holds " + std::to_string(v) + " at position " +
-                          std::to_string(i) + ", outside [0, 2^" + std::to_string(bits) + ")");
+        throw qlip::Error(path + ": tensor 'indices' holds " + std::to_string(v) + " at position " + std::to_string(i) +
+                          ", outside [0, 2^" + std::to_string(bits) + ")");
       }
       c.indices[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(v);
     });

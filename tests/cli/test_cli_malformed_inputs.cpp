@@ -45,7 +45,8 @@ TEST_F(MalformedInputs, DuplicateAndZeroSizeTensorsInCodesFiles) {
   QLIP_EXPECT_CLI_FAILS(*this, run("decode " + q(kTiny) + " " + q(codes) + " -o " + q(out_dir() + "/png")),
                         "duplicate key \"bits\"");
 
-  write_raw(codes, raw_safetensors("{\"indices\":{\"dtype\":\"U8\",\"shape\":[9223372036854775807,0],\"data_offsets\":[0,0]}}"));
+  write_raw(codes, raw_safetensors(
+                       "{\"indices\":{\"dtype\":\"U8\",\"shape\":[9223372036854775807,0],\"data_offsets\":[0,0]}}"));
   QLIP_EXPECT_CLI_FAILS(*this, run("decode " + q(kTiny) + " " + q(codes) + " -o " + q(out_dir() + "/png")),
                         "exceeds the limit of 2^40");
 }

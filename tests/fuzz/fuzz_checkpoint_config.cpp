@@ -30,13 +30,39 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
 #ifdef QLIP_FUZZ_LIBFUZZER
 extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size, unsigned seed) {
-  static const std::vector<std::string> dict = {
-      "vision_config", "decoder_config", "text_config", "hidden_size", "num_hidden_layers", "intermediate_size",
-      "num_attention_heads", "swiglu", "subln", "q_bias", "k_bias", "v_bias", "image_size", "patch_size",
-      "num_channels", "quantizer", "quantizer_embed_type", "quantizer_cfg", "embed_dim", "group_size", "l2_norm",
-      "hidden_size_post_q", "quantizer_l2_norm", "vocab_size", "max_position_embeddings", "eos_token_id",
-      "projection_dim", "vision_projection_bias", "text_projection_bias", "layer_norm_eps", "hidden_act", "rope",
-      "logit_scale_init_value"};
+  static const std::vector<std::string> dict = {"vision_config",
+                                                "decoder_config",
+                                                "text_config",
+                                                "hidden_size",
+                                                "num_hidden_layers",
+                                                "intermediate_size",
+                                                "num_attention_heads",
+                                                "swiglu",
+                                                "subln",
+                                                "q_bias",
+                                                "k_bias",
+                                                "v_bias",
+                                                "image_size",
+                                                "patch_size",
+                                                "num_channels",
+                                                "quantizer",
+                                                "quantizer_embed_type",
+                                                "quantizer_cfg",
+                                                "embed_dim",
+                                                "group_size",
+                                                "l2_norm",
+                                                "hidden_size_post_q",
+                                                "quantizer_l2_norm",
+                                                "vocab_size",
+                                                "max_position_embeddings",
+                                                "eos_token_id",
+                                                "projection_dim",
+                                                "vision_projection_bias",
+                                                "text_projection_bias",
+                                                "layer_norm_eps",
+                                                "hidden_act",
+                                                "rope",
+                                                "logit_scale_init_value"};
   return qlip::fuzz::json_custom_mutator(data, size, max_size, seed, dict);
 }
 #endif

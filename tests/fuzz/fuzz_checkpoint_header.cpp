@@ -58,7 +58,8 @@ std::uint64_t data_size(const nlohmann::ordered_json& header) {
   for (const auto& [k, v] : header.items()) {
     if (!v.is_object() || !v.contains("data_offsets") || !v["data_offsets"].is_array()) continue;
     for (const auto& o : v["data_offsets"])
-      if (o.is_number_unsigned()) end = std::max<std::uint64_t>(end, std::min<std::uint64_t>(o.get<std::uint64_t>(), kMaxData));
+      if (o.is_number_unsigned())
+        end = std::max<std::uint64_t>(end, std::min<std::uint64_t>(o.get<std::uint64_t>(), kMaxData));
   }
   return end;
 }
@@ -103,11 +104,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size, unsigned seed) {
   // Mutate the JSON after the mode byte; the mode byte itself changes through byte mutation.
   if (size >= 2 && seed % 2 == 0) {
-    static const std::vector<std::string> dict = {"dtype", "shape", "data_offsets", "__metadata__",
+    static const std::vector<std::string> dict = {"dtype",
+                                                  "shape",
+                                                  "data_offsets",
+                                                  "__metadata__",
                                                   "vision_model.encoder.layers.0.mlp.fc1.weight",
                                                   "vision_model.encoder.layers.4095.x",
                                                   "vision_model.embeddings.position_embedding.weight",
-                                                  "vision_decoder.position_embeddings", "logit_scale"};
+                                                  "vision_decoder.position_embeddings",
+                                                  "logit_scale"};
     if (std::size_t n = qlip::fuzz::mutate_json(data + 1, size - 1, max_size - 1, seed, dict)) return n + 1;
   }
   return LLVMFuzzerMutate(data, size, max_size);

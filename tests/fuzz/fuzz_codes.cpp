@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (c.bits.size() != n * 28) std::abort();
         break;
       case qlip::cli::CodesFile::Kind::group_indices:
-        if (c.group_size < 1 || 28 % c.group_size || c.indices.size() != n * static_cast<std::size_t>(28 / c.group_size))
+        if (c.group_size < 1 || 28 % c.group_size ||
+            c.indices.size() != n * static_cast<std::size_t>(28 / c.group_size))
           std::abort();
         break;
     }

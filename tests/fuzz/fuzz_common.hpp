@@ -39,7 +39,8 @@ namespace qlip::fuzz {
 /// A per-process folder in /dev/shm (tmpfs: no disk I/O per input), removed at exit.
 inline const std::string& scratch_dir() {
   static const std::string dir = [] {
-    const char* base = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
+    const char* base =
+        ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
     std::string tmpl = std::string(base) + "/qlip_fuzz_XXXXXX";
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
@@ -48,13 +49,18 @@ inline const std::string& scratch_dir() {
       std::abort();
     }
     static std::string made = buf.data();
-    std::atexit([] { std::string cmd = "rm -rf '" + made + "'"; (void)std::system(cmd.c_str()); });
+    std::atexit([] {
+      std::string cmd = "rm -rf '" + made + "'";
+      (void)std::system(cmd.c_str());
+    });
     return made;
   }();
   return dir;
 }
 
-inline std::string scratch_path(const std::string& name) { return scratch_dir() + "/" + name; }
+inline std::string scratch_path(const std::string& name) {
+  return scratch_dir() + "/" + name;
+}
 
 /// Replaces `path` with `bytes` (unlink first: tmpfs reuses nothing, and an mmap of the old file held
 /// by nobody is gone).
@@ -78,7 +84,9 @@ inline void write_file(const std::string& path, const void* bytes, std::size_t n
   ::close(fd);
 }
 
-inline void write_file(const std::string& path, std::string_view s) { write_file(path, s.data(), s.size()); }
+inline void write_file(const std::string& path, std::string_view s) {
+  write_file(path, s.data(), s.size());
+}
 
 /// Reads a whole file (for seeds and fixed halves); aborts when it is missing: a fuzz target without
 /// its fixture would test nothing.
@@ -135,20 +143,53 @@ void expect_qlip_errors_tolerating_known(const char* target, Body&& body) {
 
 /// Values that sit on the limits of the readers (int, int64, 2^40, sizes) or break types.
 inline nlohmann::json interesting_value(std::mt19937_64& rng) {
-  static const std::int64_t ints[] = {0, 1, -1, 2, 3, 7, 8, 16, 28, 32, 64, 255, 256, 4095, 4096, 65536,
-                                      2147483647LL, 2147483648LL, -2147483648LL, 4294967296LL,
-                                      (1LL << 40), (1LL << 40) + 1, (1LL << 53), (1LL << 62), INT64_MAX, INT64_MIN,
-                                      3037000499LL, 3037000500LL};
+  static const std::int64_t ints[] = {0,
+                                      1,
+                                      -1,
+                                      2,
+                                      3,
+                                      7,
+                                      8,
+                                      16,
+                                      28,
+                                      32,
+                                      64,
+                                      255,
+                                      256,
+                                      4095,
+                                      4096,
+                                      65536,
+                                      2147483647LL,
+                                      2147483648LL,
+                                      -2147483648LL,
+                                      4294967296LL,
+                                      (1LL << 40),
+                                      (1LL << 40) + 1,
+                                      (1LL << 53),
+                                      (1LL << 62),
+                                      INT64_MAX,
+                                      INT64_MIN,
+                                      3037000499LL,
+                                      3037000500LL};
   switch (rng() % 9) {
-    case 0: return nlohmann::json(static_cast<std::uint64_t>(UINT64_MAX));
-    case 1: return nlohmann::json(1e308);
-    case 2: return nlohmann::json(0.5);
-    case 3: return nlohmann::json("x");
-    case 4: return nlohmann::json(true);
-    case 5: return nlohmann::json(nullptr);
-    case 6: return nlohmann::json::array({ints[rng() % std::size(ints)]});
-    case 7: return nlohmann::json::object();
-    default: return nlohmann::json(ints[rng() % std::size(ints)]);
+    case 0:
+      return nlohmann::json(static_cast<std::uint64_t>(UINT64_MAX));
+    case 1:
+      return nlohmann::json(1e308);
+    case 2:
+      return nlohmann::json(0.5);
+    case 3:
+      return nlohmann::json("x");
+    case 4:
+      return nlohmann::json(true);
+    case 5:
+      return nlohmann::json(nullptr);
+    case 6:
+      return nlohmann::json::array({ints[rng() % std::size(ints)]});
+    case 7:
+      return nlohmann::json::object();
+    default:
+      return nlohmann::json(ints[rng() % std::size(ints)]);
   }
 }
 
@@ -186,7 +227,9 @@ inline std::size_t mutate_json(std::uint8_t* data, std::size_t size, std::size_t
   switch (rng() % 8) {
     case 0:
     case 1:
-    case 2: *v = interesting_value(rng); break;
+    case 2:
+      *v = interesting_value(rng);
+      break;
     case 3:
       if (v->is_object() && !v->empty()) {
         auto it = std::next(v->begin(), static_cast<std::ptrdiff_t>(rng() % v->size()));
@@ -201,7 +244,10 @@ inline std::size_t mutate_json(std::uint8_t* data, std::size_t size, std::size_t
     case 4:
       if (v->is_array() && !v->empty()) {
         const std::size_t i = rng() % v->size();
-        if (rng() % 2) v->push_back((*v)[i]); else v->erase(i);
+        if (rng() % 2)
+          v->push_back((*v)[i]);
+        else
+          v->erase(i);
       } else if (v->is_object() && !dictionary.empty()) {
         (*v)[dictionary[rng() % dictionary.size()]] = interesting_value(rng);
       }
@@ -211,7 +257,9 @@ inline std::size_t mutate_json(std::uint8_t* data, std::size_t size, std::size_t
       for (int w = 0; w < wraps; ++w) *v = nlohmann::json::array({std::move(*v)});
       break;
     }
-    case 6: duplicate_key = true; break;
+    case 6:
+      duplicate_key = true;
+      break;
     default:
       if (v->is_string()) {
         std::string s = v->get<std::string>();
@@ -245,8 +293,8 @@ inline std::size_t mutate_json(std::uint8_t* data, std::size_t size, std::size_t
 /// mutate_json on the header of a safetensors file (8-byte little-endian length, JSON, data), with
 /// the length prefix fixed up and the data section kept. Returns 0 when the input has no parsable
 /// header.
-inline std::size_t mutate_safetensors_header(std::uint8_t* data, std::size_t size, std::size_t max_size,
-                                             unsigned seed, const std::vector<std::string>& dictionary) {
+inline std::size_t mutate_safetensors_header(std::uint8_t* data, std::size_t size, std::size_t max_size, unsigned seed,
+                                             const std::vector<std::string>& dictionary) {
   if (size < 8) return 0;
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | data[i];
@@ -264,8 +312,8 @@ inline std::size_t mutate_safetensors_header(std::uint8_t* data, std::size_t siz
 
 /// Names of the safetensors header format and of QLIP tensors, for key mutations.
 inline const std::vector<std::string>& safetensors_dictionary() {
-  static const std::vector<std::string> d = {"dtype", "shape", "data_offsets", "__metadata__", "indices", "bits",
-                                             "group_indices", "images", "config", "logit_scale"};
+  static const std::vector<std::string> d = {"dtype", "shape",         "data_offsets", "__metadata__", "indices",
+                                             "bits",  "group_indices", "images",       "config",       "logit_scale"};
   return d;
 }
 

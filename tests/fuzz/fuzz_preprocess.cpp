@@ -16,9 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
 #ifdef QLIP_FUZZ_LIBFUZZER
 extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size, unsigned seed) {
-  static const std::vector<std::string> dict = {"size", "shortest_edge", "crop_size", "height", "width",
-                                                "do_resize", "do_center_crop", "do_normalize", "do_rescale",
-                                                "rescale_factor", "resample", "image_mean", "image_std"};
+  static const std::vector<std::string> dict = {
+      "size",         "shortest_edge", "crop_size",      "height",   "width",      "do_resize", "do_center_crop",
+      "do_normalize", "do_rescale",    "rescale_factor", "resample", "image_mean", "image_std"};
   return qlip::fuzz::json_custom_mutator(data, size, max_size, seed, dict);
 }
 #endif

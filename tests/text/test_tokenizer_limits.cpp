@@ -20,7 +20,9 @@
 namespace qlip::text::test {
 namespace {
 
-std::string vocab_gz() { return std::string(QLIP_VOCAB_DIR) + "/bpe_simple_vocab_16e6.txt.gz"; }
+std::string vocab_gz() {
+  return std::string(QLIP_VOCAB_DIR) + "/bpe_simple_vocab_16e6.txt.gz";
+}
 
 const detail::BpeModel& model() {
   static const detail::BpeModel m = detail::load_bpe_gz(vocab_gz());

@@ -255,7 +255,8 @@ Json parse_json_impl(std::string_view text, const std::string& source) {
   json_check_depth(text, source, kJsonMaxDepth);
   JsonDomBuilder<Json> builder(source);
   try {
-    Json::sax_parse(text.data(), text.data() + text.size(), &builder, nlohmann::json::input_format_t::json, true, false);
+    Json::sax_parse(text.data(), text.data() + text.size(), &builder, nlohmann::json::input_format_t::json,
+                    /*strict=*/true, /*ignore_comments=*/false);
   } catch (const nlohmann::json::exception& e) {  // not expected: the parser reports through parse_error
     QLIP_THROW(source, ": invalid JSON: ", utf8_prefix(e.what(), kJsonMessageBytes));
   }

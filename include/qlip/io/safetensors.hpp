@@ -214,8 +214,8 @@ class SafetensorsFile {
 
     const char* hb = reinterpret_cast<const char*>(map_.data() + 8);
     // Depth-capped, duplicate keys rejected (json.hpp): the message names this file's header.
-    const nlohmann::ordered_json header =
-        parse_ordered_json(std::string_view(hb, static_cast<std::size_t>(n)), path_ + ": invalid safetensors file: header");
+    const nlohmann::ordered_json header = parse_ordered_json(std::string_view(hb, static_cast<std::size_t>(n)),
+                                                             path_ + ": invalid safetensors file: header");
     if (!header.is_object()) fail(std::string("header is a JSON ") + header.type_name() + ", expected an object");
 
     for (auto it = header.begin(); it != header.end(); ++it) {

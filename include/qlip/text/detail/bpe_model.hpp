@@ -235,7 +235,8 @@ inline BpeModel load_hf(const std::string& vocab_json, const std::string& merges
   m.tokens.assign(vocab.size(), std::string());
   std::vector<bool> seen(vocab.size(), false);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) QLIP_THROW("'", vocab_json, "': id of '", shown(it.key()), "' is not an integer");
+    if (!it.value().is_number_integer())
+      QLIP_THROW("'", vocab_json, "': id of '", shown(it.key()), "' is not an integer");
     if (it.value().is_number_unsigned() && it.value().get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
       QLIP_THROW("'", vocab_json, "': id of '", shown(it.key()), "' is out of range");
     }
