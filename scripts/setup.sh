@@ -8,7 +8,8 @@ packages=(cmake g++ make pkg-config ccache
           libeigen3-dev libcli11-dev nlohmann-json3-dev libutf8proc-dev zlib1g-dev
           libpng-dev libjpeg62-turbo-dev libwebp-dev
           libgtest-dev libgmock-dev libbenchmark-dev
-          python3-skimage)  # python3-skimage: real photos for tests and the demo (no Python runs)
+          python3-skimage  # python3-skimage: real photos for tests and the demo (no Python runs)
+          clang libclang-rt-14-dev)  # the fuzzers: clang++ -fsanitize=fuzzer links libclang_rt.fuzzer from libclang-rt-14-dev
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -221,39 +221,39 @@ struct CodesFile {
 
 namespace detail {
 
-/// Copies an integer tensor of any integer dtype to int64 (memcpy per element: foreign files need not
-/// be aligned). Throws for floating-point dtypes.
-inline std::vector<std::int64_t> read_integers(const SafetensorsFile& f, const std::string& name) {
+/// Calls `fn(i, value)` for every element of an integer tensor of any integer dtype, as int64
+/// (memcpy per element: foreign files need not be aligned); `fn` throws to reject a value. Streams instead of copying
+/// to an int64 vector, which would take 8x a U8 tensor's size. Throws for floating-point dtypes.
+template <class Fn>
+void for_each_integer(const SafetensorsFile& f, const std::string& name, Fn&& fn) {
   const auto& info = f.info(name);
   const auto bytes = f.bytes(name);
   const std::int64_t n = info.numel();
-  std::vector<std::int64_t> out(static_cast<std::size_t>(n));
-  auto copy = [&](auto tag) {
+  auto visit = [&](auto tag) {
     using S = decltype(tag);
     for (std::int64_t i = 0; i < n; ++i) {
       S v;
       std::memcpy(&v, bytes.data() + i * static_cast<std::int64_t>(sizeof(S)), sizeof(S));
-      out[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(v);
+      fn(i, static_cast<std::int64_t>(v));
     }
   };
   switch (info.dtype) {
     case DType::u8:
-      copy(std::uint8_t{});
+      visit(std::uint8_t{});
       break;
     case DType::u32:
-      copy(std::uint32_t{});
+      visit(std::uint32_t{});
       break;
     case DType::i32:
-      copy(std::int32_t{});
+      visit(std::int32_t{});
       break;
     case DType::i64:
-      copy(std::int64_t{});
+      visit(std::int64_t{});
       break;
     default:
       throw qlip::Error(f.path() + ": tensor '" + name + "' has dtype " + dtype_name(info.dtype) +
                         ", expected an integer dtype (U8, U32, I32 or I64)");
   }
-  return out;
 }
 
 inline std::string shape_text(const std::vector<std::int64_t>& s) {
@@ -262,16 +262,28 @@ inline std::string shape_text(const std::vector<std::int64_t>& s) {
   return t + "]";
 }
 
+/// Longest metadata "config" value kept (it is a model name; it is printed in messages).
+inline constexpr std::size_t kCodesConfigMaxBytes = 200;
+
 }  // namespace detail
 
 /// Reads and validates a codes file for a model with `patches` tokens of `bits` bits: prefers
 /// `indices`, then `bits`, then `group_indices`. Every value is range-checked, so a corrupt or
-/// foreign file fails here with the tensor named, not inside the decoder.
+/// foreign file fails here with the tensor named, not inside the decoder. The reader's own limits
+/// (SafetensorsFile: depth-capped header without duplicate keys, shapes whose products fit int64)
+/// keep every size below overflow-free; the metadata is advisory: "images" that is not a JSON array
+/// of one string per image is ignored, and "config" is cut to kCodesConfigMaxBytes.
 inline CodesFile read_codes_file(const std::string& path, std::int64_t patches, int bits) {
+  // The model's values: indices are uint32, so 1 <= bits <= 32 (this also keeps 1 << bits defined).
+  if (patches < 1 || bits < 1 || bits > 32) {
+    throw qlip::Error("read_codes_file: a model with " + std::to_string(patches) + " tokens of " +
+                      std::to_string(bits) + " bits is not supported (tokens >= 1, bits 1..32)");
+  }
   const SafetensorsFile f = SafetensorsFile::open(path);
   CodesFile c;
   if (auto it = f.metadata().find("images"); it != f.metadata().end()) c.names = parse_string_array(it->second);
-  if (auto it = f.metadata().find("config"); it != f.metadata().end()) c.config = it->second;
+  if (auto it = f.metadata().find("config"); it != f.metadata().end())
+    c.config = qlip::detail::utf8_prefix(it->second, detail::kCodesConfigMaxBytes);
   auto check_shape = [&](const std::string& name, std::size_t rank) -> const std::vector<std::int64_t>& {
     const auto& s = f.info(name).shape;
     if (s.size() != rank) {
@@ -293,15 +305,14 @@ inline CodesFile read_codes_file(const std::string& path, std::int64_t patches, 
     c.images = s[0];
     c.patches = s[1];
     const std::int64_t limit = std::int64_t{1} << bits;
-    const auto values = detail::read_integers(f, "indices");
-    c.indices.resize(values.size());
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      if (values[i] < 0 || values[i] >= limit) {
-        throw qlip::Error(path + ": tensor 'indices' holds " + std::to_string(values[i]) + " at position " +
-                          std::to_string(i) + ", outside [0, 2^" + std::to_string(bits) + ")");
+    c.indices.resize(static_cast<std::size_t>(f.info("indices").numel()));
+    detail::for_each_integer(f, "indices", [&](std::int64_t i, std::int64_t v) {
+      if (v < 0 || v >= limit) {
+        throw qlip::Error(path + ": tensor 'indices' holds " + std::to_string(v) + " at position " + std::to_string(i) +
+                          ", outside [0, 2^" + std::to_string(bits) + ")");
       }
-      c.indices[i] = static_cast<std::uint32_t>(values[i]);
-    }
+      c.indices[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(v);
+    });
   } else if (f.contains("bits")) {
     const auto& s = check_shape("bits", 3);
     if (s[2] != bits) {
@@ -311,18 +322,17 @@ inline CodesFile read_codes_file(const std::string& path, std::int64_t patches, 
     c.kind = CodesFile::Kind::bits;
     c.images = s[0];
     c.patches = s[1];
-    const auto values = detail::read_integers(f, "bits");
-    c.bits.resize(values.size());
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      if (values[i] != 0 && values[i] != 1) {
-        throw qlip::Error(path + ": tensor 'bits' holds " + std::to_string(values[i]) + " at position " +
-                          std::to_string(i) + ", expected 0 or 1");
+    c.bits.resize(static_cast<std::size_t>(f.info("bits").numel()));
+    detail::for_each_integer(f, "bits", [&](std::int64_t i, std::int64_t v) {
+      if (v != 0 && v != 1) {
+        throw qlip::Error(path + ": tensor 'bits' holds " + std::to_string(v) + " at position " + std::to_string(i) +
+                          ", expected 0 or 1");
       }
-      c.bits[i] = static_cast<std::uint8_t>(values[i]);
-    }
+      c.bits[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v);
+    });
   } else if (f.contains("group_indices")) {
     const auto& s = check_shape("group_indices", 3);
-    if (s[2] < 1 || bits % s[2] != 0) {
+    if (s[2] < 1 || s[2] > bits || bits % s[2] != 0) {
       throw qlip::Error(path + ": tensor 'group_indices' has shape " + detail::shape_text(s) + "; " +
                         std::to_string(s[2]) + " groups do not divide " + std::to_string(bits) + " bits");
     }
@@ -331,16 +341,15 @@ inline CodesFile read_codes_file(const std::string& path, std::int64_t patches, 
     c.patches = s[1];
     c.group_size = bits / static_cast<int>(s[2]);
     const std::int64_t limit = std::int64_t{1} << c.group_size;
-    const auto values = detail::read_integers(f, "group_indices");
-    c.indices.resize(values.size());
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      if (values[i] < 0 || values[i] >= limit) {
-        throw qlip::Error(path + ": tensor 'group_indices' holds " + std::to_string(values[i]) + " at position " +
+    c.indices.resize(static_cast<std::size_t>(f.info("group_indices").numel()));
+    detail::for_each_integer(f, "group_indices", [&](std::int64_t i, std::int64_t v) {
+      if (v < 0 || v >= limit) {
+        throw qlip::Error(path + ": tensor 'group_indices' holds " + std::to_string(v) + " at position " +
                           std::to_string(i) + ", outside [0, 2^" + std::to_string(c.group_size) + ") for groups of " +
                           std::to_string(c.group_size) + " bits");
       }
-      c.indices[i] = static_cast<std::uint32_t>(values[i]);
-    }
+      c.indices[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(v);
+    });
   } else {
     throw qlip::Error(path +
                       ": no 'indices', 'bits' or 'group_indices' tensor (is it a file written by `qlip encode`?)");

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qlip/core/error.hpp"
+#include "qlip/io/json.hpp"
 
 namespace qlip::cli {
 
@@ -202,10 +203,11 @@ inline std::string json_string_array(const std::vector<std::string>& items) {
 }
 
 /// Parses what json_string_array wrote; returns an empty list for anything else (metadata written
-/// by other tools is advisory only).
+/// by other tools is advisory only). qlip::parse_json: a deeply nested value is rejected before it
+/// is built, like any other malformed metadata.
 inline std::vector<std::string> parse_string_array(const std::string& text) {
   try {
-    nlohmann::json j = nlohmann::json::parse(text);
+    nlohmann::json j = qlip::parse_json(text, "metadata");
     if (!j.is_array()) return {};
     std::vector<std::string> out;
     for (const auto& v : j) {
@@ -213,6 +215,8 @@ inline std::vector<std::string> parse_string_array(const std::string& text) {
       out.push_back(v.get<std::string>());
     }
     return out;
+  } catch (const qlip::Error&) {
+    return {};
   } catch (const nlohmann::json::exception&) {
     return {};
   }

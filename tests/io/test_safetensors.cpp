@@ -206,8 +206,8 @@ TEST(Safetensors, CorruptInputsThrowUsefulErrors) {
       {"7 bytes", "1234567", {"shorter than the 8-byte"}},
       {"absurd header length", huge_len + "{}", {"100 MB"}},
       {"header beyond file", beyond, {"past the end of the file"}},
-      {"bad JSON", raw_file("{\"t\": [1, 2", ""), {"not valid JSON"}},
-      {"empty header", raw_file("", ""), {"not valid JSON"}},
+      {"bad JSON", raw_file("{\"t\": [1, 2", ""), {"header: invalid JSON at byte"}},
+      {"empty header", raw_file("", ""), {"header: invalid JSON"}},
       {"not an object", raw_file("[1,2,3]", ""), {"expected an object"}},
       {"entry not an object", raw_file(entry("5"), ""), {"'t'", "expected an object"}},
       {"missing dtype", raw_file(entry(R"({"shape":[1],"data_offsets":[0,4]})"), d24), {"'t'", "missing 'dtype'"}},
@@ -264,6 +264,73 @@ std::string valid_file_bytes(const ScratchDir& dir) {
                            {"gamma", DType::i64, {3}, c.data()}},
                           {{"format", "pt"}});
   return qlip::test::read_bytes(path);
+}
+
+// A zero-size tensor occupies no bytes, so only the header limits its other dimensions: without
+// the limits a shape [2^63-1, 0] is valid and any product of two dimensions overflows downstream.
+TEST(Safetensors, ShapeLimitsHoldForZeroSizeTensors) {
+  ScratchDir dir;
+  auto one = [](const std::string& shape, const std::string& dtype = "F32") {
+    return raw_file("{\"t\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":[0,0]}}", "");
+  };
+  const std::string path = dir.file("z.safetensors");
+  auto expect_rejected = [&](const std::string& bytes, std::vector<std::string> needles) {
+    qlip::test::write_bytes(path, bytes);
+    needles.push_back("z.safetensors");
+    try {
+      (void)SafetensorsFile::open(path);
+      ADD_FAILURE() << needles[0] << ": did not throw";
+    } catch (const qlip::Error& e) {
+      for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+    }
+  };
+  expect_rejected(one("[9223372036854775807,0]"), {"'t'", "overflows the byte size"});
+  expect_rejected(one("[9223372036854775807,0]", "U8"), {"'t'", "exceeds the limit of 2^40"});
+  expect_rejected(one("[1099511627777,0]"), {"'t'", "dimension 1099511627777 exceeds"});
+  expect_rejected(one("[0,1099511627776,1099511627776]"), {"'t'", "overflows int64 element count"});
+  expect_rejected(one("[0,1152921504606846976]", "I64"), {"'t'", "overflows the byte size"});
+  std::string rank65 = "[";
+  for (int i = 0; i < 65; ++i) rank65 += (i ? ",0" : "0");
+  expect_rejected(one(rank65 + "]"), {"'t'", "65 dimensions"});
+  // At the limits: accepted, and numel/bytes are 0.
+  qlip::test::write_bytes(path, one("[1099511627776,0,1048576]"));
+  const auto f = SafetensorsFile::open(path);
+  EXPECT_EQ(f.info("t").numel(), 0);
+  EXPECT_EQ(f.bytes("t").size(), 0u);
+  EXPECT_TRUE(f.to_float_vector("t").empty());
+  // The writer enforces the same limits, so it never writes what the reader rejects.
+  EXPECT_TRUE(throws_error([&] { qlip::write_safetensors(dir.file("w.safetensors"), {{"t", DType::f32, {std::int64_t{1} << 41, 0}, nullptr}}); },
+                           {"'t'", "2^40"}));
+}
+
+// The header goes through qlip::parse_ordered_json: duplicate keys (two tensors of one name, which
+// last-wins parsing made invisible) and deep nesting are errors, and no message dumps a whole value.
+TEST(Safetensors, HeaderDuplicatesDepthAndBoundedMessages) {
+  ScratchDir dir;
+  const std::string path = dir.file("h.safetensors");
+  auto rejected = [&](const std::string& header, const std::string& data, std::vector<std::string> needles) {
+    qlip::test::write_bytes(path, raw_file(header, data));
+    needles.push_back("h.safetensors");
+    try {
+      (void)SafetensorsFile::open(path);
+      ADD_FAILURE() << needles[0] << ": did not throw";
+    } catch (const qlip::Error& e) {
+      const std::string m = e.what();
+      for (const auto& n : needles) EXPECT_NE(m.find(n), std::string::npos) << m;
+      EXPECT_LT(m.size(), 600u) << m.substr(0, 600);
+    }
+  };
+  rejected(R"({"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"t":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", "ab",
+           {"duplicate key \"t\""});
+  rejected(R"({"__metadata__":{"a":"1","a":"2"}})", "", {"duplicate key \"a\"", "'__metadata__'"});
+  rejected("{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":" + std::string(200000, '[') + "}}", "",
+           {"nesting deeper than 64"});
+  // Deep but allowed (64 levels): the error prints a bounded excerpt of the offending value.
+  rejected("{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":" + std::string(62, '[') + std::string(62, ']') + "}}", "",
+           {"'data_offsets' must be", "..."});
+  rejected(R"({"t":{"dtype":"U8","shape":[1],"data_offsets":[0,")" + std::string(100000, '7') + "]}}", "", {"invalid JSON"});
+  rejected("{\"" + std::string(100000, 'n') + "\":5}", "", {"expected an object", "..."});
+  rejected(R"({"t":{"dtype":"U8","shape":[")" + std::string(100000, 's') + R"("],"data_offsets":[0,1]}})", "a", {"not an integer", "..."});
 }
 
 TEST(Safetensors, TruncatedFilesThrow) {

@@ -8,6 +8,16 @@
 /// assume any order of the entries. Every structural problem is detected in open() and reported as a
 /// qlip::Error naming the file (and the tensor), so later view()/to_float() calls cannot read out of
 /// bounds. Gaps between tensors and trailing bytes are tolerated; overlaps are not.
+///
+/// Limits (beyond the format's own rules), so that no later arithmetic on a shape can overflow:
+///  - the header is parsed by qlip::parse_ordered_json: nesting deeper than kJsonMaxDepth and
+///    duplicate keys (so two tensors of one name) are errors;
+///  - every dimension is at most kSafetensorsMaxDim (2^40), and at most kSafetensorsMaxRank of them;
+///  - the product of the *non-zero* dimensions times the dtype size fits int64, even when another
+///    dimension is 0. A zero-size tensor occupies no bytes, so nothing else would bound its other
+///    dimensions; without this rule a shape [2^63-1, 0] is "valid", and any code that multiplies two
+///    dimensions (a patch grid, a row stride) overflows. With it, every sub-product of a shape fits
+///    int64 and every dimension fits in 41 bits.
 /// As with any mmap, truncating the file on disk while it is open makes later reads fault (SIGBUS);
 /// write checkpoints with write_safetensors(), which replaces files by rename and never truncates.
 #pragma once
@@ -30,12 +40,19 @@
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
 #include "qlip/io/detail/file.hpp"
+#include "qlip/io/json.hpp"
 
 namespace qlip {
 
 /// Header sizes above this are rejected as corrupt (real checkpoints have headers of ~100 kB; the
 /// Python library uses the same 100 MB limit).
 inline constexpr std::uint64_t kSafetensorsMaxHeader = 100'000'000;
+/// Largest accepted dimension (see the file comment): 2^40, far above any real tensor dimension.
+inline constexpr std::int64_t kSafetensorsMaxDim = std::int64_t{1} << 40;
+/// Most dimensions a tensor may have (PyTorch's own limit is 64 too).
+inline constexpr std::size_t kSafetensorsMaxRank = 64;
+/// Longest tensor or metadata name that error messages print in full.
+inline constexpr std::size_t kSafetensorsNameInMessages = 200;
 
 /// Parses a safetensors dtype string ("F32", "BF16", ...). Returns false for unknown names.
 inline bool parse_dtype_name(const std::string& s, DType& out) {
@@ -64,7 +81,7 @@ class SafetensorsFile {
     std::uint64_t begin = 0, end = 0;
     std::int64_t numel() const {
       std::int64_t n = 1;
-      for (auto d : shape) n *= d;  // validated in open(): cannot overflow
+      for (auto d : shape) n *= d;  // validated in open(): the non-zero dims' product fits int64
       return n;
     }
   };
@@ -179,6 +196,8 @@ class SafetensorsFile {
   }
 
   [[noreturn]] void fail(const std::string& what) const { QLIP_THROW(path_, ": invalid safetensors file: ", what); }
+  /// A name from the file as error messages print it: bounded, since a key may be megabytes long.
+  static std::string shown(const std::string& name) { return detail::utf8_prefix(name, kSafetensorsNameInMessages); }
 
   void parse() {
     const std::size_t size = map_.size();
@@ -194,12 +213,9 @@ class SafetensorsFile {
     const std::uint64_t data_size = size - data_offset_;
 
     const char* hb = reinterpret_cast<const char*>(map_.data() + 8);
-    nlohmann::ordered_json header;
-    try {
-      header = nlohmann::ordered_json::parse(hb, hb + n);
-    } catch (const nlohmann::json::exception& e) {
-      fail(std::string("header is not valid JSON: ") + e.what());
-    }
+    // Depth-capped, duplicate keys rejected (json.hpp): the message names this file's header.
+    const nlohmann::ordered_json header = parse_ordered_json(std::string_view(hb, static_cast<std::size_t>(n)),
+                                                             path_ + ": invalid safetensors file: header");
     if (!header.is_object()) fail(std::string("header is a JSON ") + header.type_name() + ", expected an object");
 
     for (auto it = header.begin(); it != header.end(); ++it) {
@@ -208,7 +224,7 @@ class SafetensorsFile {
       if (key == "__metadata__") {
         if (!v.is_object()) fail("__metadata__ is not an object");
         for (auto m = v.begin(); m != v.end(); ++m) {
-          if (!m.value().is_string()) fail("__metadata__ value for '" + m.key() + "' is not a string");
+          if (!m.value().is_string()) fail("__metadata__ value for '" + shown(m.key()) + "' is not a string");
           metadata_[m.key()] = m.value().get<std::string>();
         }
         continue;
@@ -217,7 +233,8 @@ class SafetensorsFile {
     }
 
     for (std::size_t i = 0; i < tensors_.size(); ++i) {
-      if (!index_.emplace(tensors_[i].name, i).second) fail("duplicate tensor name '" + tensors_[i].name + "'");
+      // parse_ordered_json already rejects duplicate keys; kept so the invariant does not depend on it.
+      if (!index_.emplace(tensors_[i].name, i).second) fail("duplicate tensor name '" + shown(tensors_[i].name) + "'");
     }
 
     // Overlap check: sort non-empty tensors by begin; each must start at or after the previous end.
@@ -227,15 +244,15 @@ class SafetensorsFile {
     std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
     for (std::size_t i = 1; i < order.size(); ++i) {
       if (order[i]->begin < order[i - 1]->end) {
-        fail("tensors '" + order[i - 1]->name + "' [" + std::to_string(order[i - 1]->begin) + ", " +
-             std::to_string(order[i - 1]->end) + ") and '" + order[i]->name + "' [" + std::to_string(order[i]->begin) +
+        fail("tensors '" + shown(order[i - 1]->name) + "' [" + std::to_string(order[i - 1]->begin) + ", " +
+             std::to_string(order[i - 1]->end) + ") and '" + shown(order[i]->name) + "' [" + std::to_string(order[i]->begin) +
              ", " + std::to_string(order[i]->end) + ") overlap");
       }
     }
   }
 
   TensorInfo parse_entry(const std::string& name, const nlohmann::ordered_json& v, std::uint64_t data_size) const {
-    const std::string where = "tensor '" + name + "': ";
+    const std::string where = "tensor '" + shown(name) + "': ";
     if (!v.is_object()) fail(where + "entry is a JSON " + v.type_name() + ", expected an object");
     TensorInfo t;
     t.name = name;
@@ -244,33 +261,49 @@ class SafetensorsFile {
     if (dt == v.end()) fail(where + "missing 'dtype'");
     if (!dt->is_string()) fail(where + "'dtype' is not a string");
     if (!parse_dtype_name(dt->get<std::string>(), t.dtype)) {
-      fail(where + "unknown or unsupported dtype '" + dt->get<std::string>() +
+      fail(where + "unknown or unsupported dtype '" + shown(dt->get<std::string>()) +
            "' (supported: F32, F16, BF16, I32, I64, U8, U32)");
     }
 
     auto sh = v.find("shape");
     if (sh == v.end()) fail(where + "missing 'shape'");
     if (!sh->is_array()) fail(where + "'shape' is not an array");
-    std::int64_t numel = 1;
+    if (sh->size() > kSafetensorsMaxRank) {
+      fail(where + "shape has " + std::to_string(sh->size()) + " dimensions, more than the limit of " +
+           std::to_string(kSafetensorsMaxRank));
+    }
+    // numel: the product of all dims; nonzero: the product of the non-zero ones, which must fit
+    // int64 (times the dtype size) even when numel is 0 (see the file comment).
+    std::int64_t numel = 1, nonzero = 1;
     for (const auto& d : *sh) {
-      if (!d.is_number_integer()) fail(where + "shape entry " + d.dump() + " is not an integer");
+      if (!d.is_number_integer()) fail(where + "shape entry " + json_excerpt(d) + " is not an integer");
       if (d.is_number_unsigned() && d.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
-        fail(where + "dimension " + d.dump() + " does not fit int64");
+        fail(where + "dimension " + json_excerpt(d) + " does not fit int64");
       }
       std::int64_t dim = d.get<std::int64_t>();
       if (dim < 0) fail(where + "negative dimension " + std::to_string(dim));
-      if (__builtin_mul_overflow(numel, dim, &numel)) fail(where + "shape " + sh->dump() + " overflows int64 element count");
+      if (dim != 0 && __builtin_mul_overflow(nonzero, dim, &nonzero)) {
+        fail(where + "shape " + json_excerpt(*sh) + " overflows int64 element count");
+      }
+      numel = dim == 0 ? 0 : numel * dim;  // |numel| <= nonzero: cannot overflow
       t.shape.push_back(dim);
     }
-    std::int64_t nbytes = 0;
-    if (__builtin_mul_overflow(numel, static_cast<std::int64_t>(dtype_size(t.dtype)), &nbytes)) {
-      fail(where + "shape " + sh->dump() + " overflows the byte size");
+    std::int64_t nbytes = 0, nonzero_bytes = 0;
+    if (__builtin_mul_overflow(nonzero, static_cast<std::int64_t>(dtype_size(t.dtype)), &nonzero_bytes)) {
+      fail(where + "shape " + json_excerpt(*sh) + " overflows the byte size");
+    }
+    nbytes = numel * static_cast<std::int64_t>(dtype_size(t.dtype));  // <= nonzero_bytes
+    for (std::int64_t dim : t.shape) {
+      if (dim > kSafetensorsMaxDim) {
+        fail(where + "dimension " + std::to_string(dim) + " exceeds the limit of 2^40 = " +
+             std::to_string(kSafetensorsMaxDim) + " (shape " + json_excerpt(*sh) + ")");
+      }
     }
 
     auto off = v.find("data_offsets");
     if (off == v.end()) fail(where + "missing 'data_offsets'");
     if (!off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned()) {
-      fail(where + "'data_offsets' must be an array of two non-negative integers, got " + off->dump());
+      fail(where + "'data_offsets' must be an array of two non-negative integers, got " + json_excerpt(*off));
     }
     t.begin = (*off)[0].get<std::uint64_t>();
     t.end = (*off)[1].get<std::uint64_t>();
@@ -281,7 +314,7 @@ class SafetensorsFile {
     }
     if (t.end - t.begin != static_cast<std::uint64_t>(nbytes)) {
       fail(where + "data_offsets span " + std::to_string(t.end - t.begin) + " bytes, but dtype " + dtype_name(t.dtype) +
-           " and shape " + sh->dump() + " need " + std::to_string(nbytes));
+           " and shape " + json_excerpt(*sh) + " need " + std::to_string(nbytes));
     }
     return t;
   }
@@ -320,12 +353,22 @@ inline void write_safetensors(const std::string& path, const std::vector<Safeten
     QLIP_CHECK(!e.name.empty(), "writing ", path, ": empty tensor name");
     QLIP_CHECK(e.name != "__metadata__", "writing ", path, ": '__metadata__' is reserved");
     QLIP_CHECK(!header.contains(e.name), "writing ", path, ": duplicate tensor name '", e.name, "'");
-    std::int64_t numel = 1;
+    // The reader's limits (file comment), so that every file written here can be read back.
+    QLIP_CHECK(e.shape.size() <= kSafetensorsMaxRank, "writing ", path, ": tensor '", e.name, "' has ", e.shape.size(),
+               " dimensions, more than ", kSafetensorsMaxRank);
+    std::int64_t numel = 1, nonzero = 1, nonzero_bytes = 0;
     for (auto d : e.shape) {
       QLIP_CHECK(d >= 0, "writing ", path, ": tensor '", e.name, "' has negative dimension ", d);
-      QLIP_CHECK(!__builtin_mul_overflow(numel, d, &numel), "writing ", path, ": tensor '", e.name, "' is too large");
+      QLIP_CHECK(d <= kSafetensorsMaxDim, "writing ", path, ": tensor '", e.name, "' has dimension ", d,
+                 ", above the limit of 2^40");
+      QLIP_CHECK(d == 0 || !__builtin_mul_overflow(nonzero, d, &nonzero), "writing ", path, ": tensor '", e.name,
+                 "' is too large");
+      numel = d == 0 ? 0 : numel * d;
     }
-    std::uint64_t nbytes = static_cast<std::uint64_t>(numel) * dtype_size(e.dtype);
+    QLIP_CHECK(!__builtin_mul_overflow(nonzero, static_cast<std::int64_t>(dtype_size(e.dtype)), &nonzero_bytes),
+               "writing ", path, ": tensor '", e.name, "' is too large");
+    const std::uint64_t nbytes = static_cast<std::uint64_t>(numel) * dtype_size(e.dtype);  // <= nonzero_bytes
+    QLIP_CHECK(offset + nbytes >= offset, "writing ", path, ": the tensors' total size overflows");
     QLIP_CHECK(nbytes == 0 || e.data != nullptr, "writing ", path, ": tensor '", e.name, "' has null data");
     nlohmann::ordered_json j;
     j["dtype"] = dtype_name(e.dtype);
@@ -388,12 +431,14 @@ class SafetensorsWriter {
   /// Adds a copy of raw bytes (numel·dtype_size of them) with the given dtype and shape.
   void add_raw(const std::string& name, DType dtype, const std::vector<std::int64_t>& shape, const void* data) {
     Item item{name, dtype, shape, {}};
-    std::int64_t n = 1;
+    std::int64_t n = 1, bytes = 0;
     for (auto d : shape) {
       QLIP_CHECK(d >= 0, "tensor '", name, "' has negative dimension ", d);
-      n *= d;
+      QLIP_CHECK(!__builtin_mul_overflow(n, d, &n), "tensor '", name, "' is too large");
     }
-    item.bytes.resize(static_cast<std::size_t>(n) * dtype_size(dtype));
+    QLIP_CHECK(!__builtin_mul_overflow(n, static_cast<std::int64_t>(dtype_size(dtype)), &bytes), "tensor '", name,
+               "' is too large");
+    item.bytes.resize(static_cast<std::size_t>(bytes));
     if (!item.bytes.empty()) std::memcpy(item.bytes.data(), data, item.bytes.size());
     items_.push_back(std::move(item));
   }

@@ -135,18 +135,31 @@ class ShapeProbe {
       QLIP_THROW(f_.path(), ": tensor '", name, "' has shape ", vec_string(s), ", expected rank ", rank);
     return s;
   }
-  /// 1 + the largest i of "<prefix>.layers.<i>." among the tensor names.
+  /// 1 + the largest i of "<prefix>.layers.<i>." among the tensor names (i: decimal digits only;
+  /// other names are not layers). An index of kMaxLayers or more is an error naming the tensor: no
+  /// real model has 4096 layers, and the count sizes allocations and loops.
   int count_layers(const std::string& prefix) const {
+    constexpr int kMaxLayers = 4096;
     const std::string p = prefix + ".layers.";
     int n = 0;
     for (const auto& t : f_.tensors()) {
       if (t.name.compare(0, p.size(), p) != 0) continue;
       const std::size_t dot = t.name.find('.', p.size());
-      if (dot == std::string::npos) continue;
-      try {
-        n = std::max(n, std::stoi(t.name.substr(p.size(), dot - p.size())) + 1);
-      } catch (const std::exception&) {
+      if (dot == std::string::npos || dot == p.size()) continue;
+      int index = 0;
+      bool digits = true;
+      for (std::size_t i = p.size(); i < dot && digits; ++i) {
+        const char ch = t.name[i];
+        digits = ch >= '0' && ch <= '9';
+        if (digits && index < kMaxLayers) index = index * 10 + (ch - '0');  // stops growing at the cap
       }
+      if (!digits) continue;
+      if (index >= kMaxLayers) {
+        QLIP_THROW(f_.path(), ": tensor '", t.name.substr(0, 200), "' has layer index ",
+                   t.name.substr(p.size(), std::min<std::size_t>(dot - p.size(), 20)), ", above the limit of ",
+                   kMaxLayers - 1);
+      }
+      n = std::max(n, index + 1);
     }
     if (n == 0) QLIP_THROW(f_.path(), ": no tensors named '", p, "<i>.*' (the model needs them)");
     return n;
@@ -408,10 +421,19 @@ inline TowerRuntime read_tower_runtime(const ConfigReader& c, const std::string&
   return rt;
 }
 
+/// The exact integer square root of n, or -1 when n is negative, not a perfect square, or its root
+/// does not fit int. O(1): a double estimate corrected by at most a few steps in unsigned 64-bit
+/// arithmetic, where (r + 1)^2 cannot overflow because r <= 3037000500 for any int64 n.
 inline int isqrt_exact(std::int64_t n) {
-  std::int64_t r = 0;
-  while ((r + 1) * (r + 1) <= n) ++r;
-  return r * r == n ? static_cast<int>(r) : -1;
+  if (n < 0) return -1;
+  const std::uint64_t u = static_cast<std::uint64_t>(n);
+  // __builtin_sqrt and INT32_MAX: this function may not add includes (<cmath>, <limits>) to the file.
+  std::uint64_t r = static_cast<std::uint64_t>(__builtin_sqrt(static_cast<double>(u)));
+  if (r > 3037000500u) r = 3037000500u;  // sqrt of a double rounded up from INT64_MAX
+  while (r > 0 && r * r > u) --r;
+  while ((r + 1) * (r + 1) <= u) ++r;
+  if (r * r != u || r > static_cast<std::uint64_t>(INT32_MAX)) return -1;
+  return static_cast<int>(r);
 }
 
 }  // namespace detail

@@ -6,7 +6,8 @@
 /// (detail/cleanup.hpp: ftfy.fix_text without mojibake repair, html.unescape twice, whitespace
 /// collapse, str.lower()) → open_clip's split pattern (detail/pretokenize.hpp) → each piece's UTF-8
 /// bytes through the GPT-2 byte map with '</w>' on the last symbol → lowest-rank-first merges →
-/// ids. tokenize() wraps that in [SOT] ... [EOT], cuts to the context length keeping EOT last, and
+/// ids (open_clip's merge order, in O(n log n) per word instead of its O(n^2); see bpe_model.hpp).
+/// tokenize() wraps that in [SOT] ... [EOT], cuts to the context length keeping EOT last, and
 /// pads with pad_id() (0 by default, like open_clip; HF pads with EOT 49407 — the text tower gives
 /// the same embedding either way because of the causal mask and first-EOT pooling).
 ///
@@ -83,9 +84,12 @@ class ClipTokenizer {
         continue;
       }
       piece = detail::encode_utf8(std::u32string_view(clean).substr(p.begin, p.end - p.begin));
-      if (cache_->find(piece, ids)) continue;
+      // Long pieces are not cached: the cache holds up to 2^17 entries, which must not be 2^17
+      // megabyte-long keys (merging them again is O(n log n), bpe_model.hpp).
+      const bool cacheable = piece.size() <= detail::kMaxCachedPieceBytes;
+      if (cacheable && cache_->find(piece, ids)) continue;
       std::vector<std::int32_t> word = model_->bpe(piece);
-      cache_->insert(piece, word);
+      if (cacheable) cache_->insert(piece, word);
       ids.insert(ids.end(), word.begin(), word.end());
     }
     return ids;

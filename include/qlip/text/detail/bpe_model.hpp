@@ -1,14 +1,22 @@
 /// @file bpe_model.hpp
 /// @brief The immutable CLIP BPE model (id ⇄ token, ranked merges), its loaders (open_clip's gz,
 ///        HF vocab.json + merges.txt), its HF writer, and the merge loop with a thread-safe cache.
+///
+/// Long words: the merge loop is O(n log n) in the word length with open_clip's results (see
+/// BpeModel::bpe), so no word is cut or chunked; a 100k-letter word is merged in milliseconds.
+/// Pieces longer than kMaxCachedPieceBytes are not memoised (BpeCache would otherwise hold up to
+/// 2^17 arbitrarily long keys).
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
+#include <queue>
 #include <random>
 #include <sstream>
 #include <string>
@@ -20,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qlip/core/error.hpp"
+#include "qlip/io/json.hpp"
 #include "qlip/text/detail/byte_map.hpp"
 #include "qlip/text/detail/gzip_reader.hpp"
 
@@ -31,6 +40,14 @@ inline constexpr std::string_view kSotName = "<|startoftext|>";
 inline constexpr std::string_view kEotName = "<|endoftext|>";
 /// open_clip uses the first 49152 - 256 - 2 = 48894 merges of its 262k-line file.
 inline constexpr std::size_t kClipMerges = 49152 - 256 - 2;
+/// Longest piece the BPE cache memoises (real words are far shorter; longer pieces are merged again
+/// each time, which is cheap, rather than stored).
+inline constexpr std::size_t kMaxCachedPieceBytes = 1024;
+/// Longest token or line that error messages print.
+inline constexpr std::size_t kShownBytes = 80;
+
+/// A token or line from a vocabulary file as messages print it (bounded).
+inline std::string shown(std::string_view s) { return qlip::detail::utf8_prefix(s, kShownBytes); }
 
 /// Everything a tokenizer needs, immutable once built.
 struct BpeModel {
@@ -53,7 +70,7 @@ struct BpeModel {
 
   std::int32_t lookup(const std::string& token, const std::string& source, const std::string& what) const {
     auto it = ids.find(token);
-    if (it == ids.end()) QLIP_THROW("'", source, "': ", what, " '", token, "' is not in the vocabulary");
+    if (it == ids.end()) QLIP_THROW("'", source, "': ", what, " '", shown(token), "' is not in the vocabulary");
     return it->second;
   }
 
@@ -71,9 +88,10 @@ struct BpeModel {
     merge_table.reserve(merges.size() * 2);
     for (std::size_t r = 0; r < merges.size(); ++r) {
       const auto& [a, b] = merges[r];
-      std::int32_t ia = lookup(a, source, "merge " + a + " " + b + " uses");
-      std::int32_t ib = lookup(b, source, "merge " + a + " " + b + " uses");
-      std::int32_t ir = lookup(a + b, source, "the result of merge " + a + " " + b + ",");
+      const std::string merge = shown(a) + " " + shown(b);
+      std::int32_t ia = lookup(a, source, "merge " + merge + " uses");
+      std::int32_t ib = lookup(b, source, "merge " + merge + " uses");
+      std::int32_t ir = lookup(a + b, source, "the result of merge " + merge + ",");
       merge_table[pair_key(ia, ib)] = {static_cast<std::int32_t>(r), ir};  // later duplicates win, as in Python
     }
     sot = lookup(std::string(kSotName), source, "special token");
@@ -82,34 +100,68 @@ struct BpeModel {
 
   /// Byte-level BPE of one piece's UTF-8 bytes: '</w>' on the last byte, then repeatedly merge
   /// every left-to-right occurrence of the lowest-ranked adjacent pair (open_clip's bpe()).
+  ///
+  /// open_clip rescans the whole word after every merge, which is quadratic in its length (a
+  /// 100k-letter word took 5.6 s). Here the adjacent pairs sit in a min-heap keyed by (rank,
+  /// position) over a linked list of symbols, so a word of n bytes costs O(n log n) and gives the
+  /// same ids for every length: all heap entries of the lowest rank r come out together, in
+  /// left-to-right order, and each is merged unless an earlier merge of this pass consumed one of its
+  /// symbols (open_clip's scan, which skips past a merged pair). A rank names one pair, and a merge
+  /// result never equals its left symbol, so a merge can create no new pair of rank r. Entries made
+  /// stale by a merge are recognised on the way out (the pair there now has another rank).
   std::vector<std::int32_t> bpe(std::string_view bytes) const {
+    constexpr std::int32_t kNone = INT32_MAX;
+    constexpr std::size_t kEnd = SIZE_MAX;
+    const std::size_t n = bytes.size();
+    std::vector<std::int32_t> sym(n);
+    std::vector<std::size_t> prev(n), next(n);
+    std::vector<char> alive(n, 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto b = static_cast<unsigned char>(bytes[i]);
+      sym[i] = i + 1 == n ? byte_eow_id[b] : byte_id[b];
+      prev[i] = i == 0 ? kEnd : i - 1;
+      next[i] = i + 1 == n ? kEnd : i + 1;
+    }
+    auto pair_rank = [&](std::size_t i) {
+      if (next[i] == kEnd) return kNone;
+      auto it = merge_table.find(pair_key(sym[i], sym[next[i]]));
+      return it == merge_table.end() ? kNone : it->second.rank;
+    };
+    using Entry = std::pair<std::int32_t, std::size_t>;  // (rank, position of the pair's left symbol)
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+    auto push = [&](std::size_t i) {
+      if (const std::int32_t r = pair_rank(i); r != kNone) heap.push({r, i});
+    };
+    for (std::size_t i = 0; i + 1 < n; ++i) push(i);
+    std::vector<std::size_t> pass;
+    while (!heap.empty()) {
+      const std::int32_t r = heap.top().first;
+      pass.clear();
+      while (!heap.empty() && heap.top().first == r) {
+        pass.push_back(heap.top().second);  // ascending positions: left to right
+        heap.pop();
+      }
+      std::int32_t left = -1, right = -1, merged = -1;
+      for (std::size_t i : pass) {
+        if (!alive[i] || next[i] == kEnd) continue;
+        if (left < 0) {
+          if (pair_rank(i) != r) continue;  // stale: the pair at i changed since it was pushed
+          const Merge& m = merge_table.find(pair_key(sym[i], sym[next[i]]))->second;
+          left = sym[i], right = sym[next[i]], merged = m.result;
+        } else if (sym[i] != left || sym[next[i]] != right) {
+          continue;  // stale, or consumed by the merge just left of it
+        }
+        const std::size_t j = next[i];
+        sym[i] = merged;
+        alive[j] = 0;
+        next[i] = next[j];
+        if (next[j] != kEnd) prev[next[j]] = i;
+        if (prev[i] != kEnd) push(prev[i]);
+        push(i);
+      }
+    }
     std::vector<std::int32_t> word;
-    word.reserve(bytes.size());
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-      auto b = static_cast<unsigned char>(bytes[i]);
-      word.push_back(i + 1 == bytes.size() ? byte_eow_id[b] : byte_id[b]);
-    }
-    std::vector<std::int32_t> next;
-    while (word.size() > 1) {
-      std::int32_t best_rank = -1, left = -1, right = -1, merged = -1;
-      for (std::size_t i = 0; i + 1 < word.size(); ++i) {
-        auto it = merge_table.find(pair_key(word[i], word[i + 1]));
-        if (it != merge_table.end() && (best_rank < 0 || it->second.rank < best_rank)) {
-          best_rank = it->second.rank, left = word[i], right = word[i + 1], merged = it->second.result;
-        }
-      }
-      if (best_rank < 0) break;
-      next.clear();
-      for (std::size_t i = 0; i < word.size();) {
-        if (i + 1 < word.size() && word[i] == left && word[i + 1] == right) {
-          next.push_back(merged);
-          i += 2;
-        } else {
-          next.push_back(word[i++]);
-        }
-      }
-      word.swap(next);
-    }
+    for (std::size_t i = n == 0 ? kEnd : 0; i != kEnd; i = next[i]) word.push_back(sym[i]);  // symbol 0 never dies
     return word;
   }
 };
@@ -176,22 +228,22 @@ inline std::string read_text_file(const std::string& path) {
 /// HF CLIPTokenizer files. Every merge line after the "#version" header is used (the fast
 /// tokenizer's behaviour; the slow one stops at 48894, which is all OpenAI's file has).
 inline BpeModel load_hf(const std::string& vocab_json, const std::string& merges_txt) {
-  nlohmann::json vocab;
-  try {
-    vocab = nlohmann::json::parse(read_text_file(vocab_json));
-  } catch (const nlohmann::json::exception& e) {
-    QLIP_THROW("'", vocab_json, "' is not valid JSON: ", e.what());
-  }
+  // parse_json: depth-capped, and a token listed twice is an error rather than last-wins.
+  const nlohmann::json vocab = parse_json(read_text_file(vocab_json), "'" + vocab_json + "'");
   if (!vocab.is_object() || vocab.empty()) QLIP_THROW("'", vocab_json, "' must be a JSON object {token: id}");
   BpeModel m;
   m.tokens.assign(vocab.size(), std::string());
   std::vector<bool> seen(vocab.size(), false);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) QLIP_THROW("'", vocab_json, "': id of '", it.key(), "' is not an integer");
+    if (!it.value().is_number_integer())
+      QLIP_THROW("'", vocab_json, "': id of '", shown(it.key()), "' is not an integer");
+    if (it.value().is_number_unsigned() && it.value().get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+      QLIP_THROW("'", vocab_json, "': id of '", shown(it.key()), "' is out of range");
+    }
     auto id = it.value().get<std::int64_t>();
     if (id < 0 || id >= static_cast<std::int64_t>(vocab.size()) || seen[static_cast<std::size_t>(id)]) {
       QLIP_THROW("'", vocab_json, "': ids must be 0..", vocab.size() - 1, " without gaps or repeats (bad id ", id,
-                 " for '", it.key(), "')");
+                 " for '", shown(it.key()), "')");
     }
     seen[static_cast<std::size_t>(id)] = true;
     m.tokens[static_cast<std::size_t>(id)] = it.key();
