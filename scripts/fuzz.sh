@@ -8,7 +8,7 @@
 # tests/fuzz/regressions/<target>. Limits: -timeout=5 (a hang is an input slower than 5 s),
 # -rss_limit_mb=2048, -malloc_limit_mb=2048. A crash, sanitizer report, hang or out-of-memory is
 # copied into tests/fuzz/regressions/<target>/ (commit it once fixed) and makes the script fail.
-# Known defects in code owned elsewhere (tests/fuzz/known/README.md) are tolerated unless
+# UBSan reports of known defects in code owned elsewhere (tests/fuzz/known/) are suppressed unless
 # QLIP_FUZZ_STRICT=1. Without targets: every tests/fuzz/fuzz_*.cpp. With QLIP_FUZZ_JOBS=N, N targets run at once
 # (scripts/test.sh uses that for its 30-second smoke run). The last line per target is libFuzzer's
 # "DONE" summary: executions, coverage, exec/s and peak RSS (ERRORS.md keeps a table of them).
