@@ -360,7 +360,6 @@ class ConfigReader {
 /// Bounds of the structural values read from config.json or tensor shapes: generous for any real
 /// model, small enough that products of them (grid × patch, hidden × layers) cannot overflow.
 inline constexpr std::int64_t kMaxWidth = 1 << 20;       ///< hidden / intermediate / vocab sizes
-inline constexpr std::int64_t kMaxLayers = 4096;
 inline constexpr std::int64_t kMaxImageSide = 1 << 16;   ///< image_size / patch_size in pixels
 inline constexpr std::int64_t kMaxVocab = 1 << 24;
 
@@ -427,12 +426,11 @@ inline TowerRuntime read_tower_runtime(const ConfigReader& c, const std::string&
 inline int isqrt_exact(std::int64_t n) {
   if (n < 0) return -1;
   const std::uint64_t u = static_cast<std::uint64_t>(n);
-  // __builtin_sqrt and INT32_MAX: this function may not add includes (<cmath>, <limits>) to the file.
-  std::uint64_t r = static_cast<std::uint64_t>(__builtin_sqrt(static_cast<double>(u)));
+  std::uint64_t r = static_cast<std::uint64_t>(std::sqrt(static_cast<double>(u)));
   if (r > 3037000500u) r = 3037000500u;  // sqrt of a double rounded up from INT64_MAX
   while (r > 0 && r * r > u) --r;
   while ((r + 1) * (r + 1) <= u) ++r;
-  if (r * r != u || r > static_cast<std::uint64_t>(INT32_MAX)) return -1;
+  if (r * r != u || r > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())) return -1;
   return static_cast<int>(r);
 }
 
