@@ -68,7 +68,7 @@ struct ClipPreprocessConfig {
       const auto& s = j["size"];
       if (s.is_object()) {
         if (!s.contains("shortest_edge")) {
-          QLIP_THROW("preprocessor config: only size = {\"shortest_edge\": n} or an int is supported, got ", s.dump());
+          QLIP_THROW("preprocessor config: only size = {\"shortest_edge\": n} or an int is supported, got ", json_excerpt(s));
         }
         c.shortest_edge = json_get<int>(j, "size.shortest_edge");
       } else {

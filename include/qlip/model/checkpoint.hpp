@@ -328,12 +328,7 @@ class ConfigReader {
   }
 
   /// A bounded rendering of a value for messages (never a deep dump of nested input).
-  static std::string excerpt(const nlohmann::json& v) {
-    if (v.is_object()) return "an object";
-    if (v.is_array()) return "an array";
-    std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    return s.size() > 60 ? s.substr(0, 57) + "..." : s;
-  }
+  static std::string excerpt(const nlohmann::json& v) { return json_excerpt(v, 60); }
   [[noreturn]] void wrong_type(const std::string& section, const std::string& key, const nlohmann::json& v,
                                const char* expected) const {
     QLIP_THROW(path_, ": field ", field(section, key), " is ", excerpt(v), " (", v.type_name(), "), expected ",
