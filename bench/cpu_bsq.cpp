@@ -1,5 +1,5 @@
 /// @file cpu_bsq.cpp
-/// @brief qlip::ops::bsq_quantize (engineer A2's op): u [M, 28] → bits [M, 28] uint8 + codes
+/// @brief qlip::ops::bsq_quantize: u [M, 28] → bits [M, 28] uint8 + codes
 ///        [M, 28] f32, for M = 2048 (batch 8 × 256 tokens), 16384 and 131072 rows.
 ///        Counter GB (printed GB=x/s) counts u read (4 B) + bits (1 B) + codes (4 B) written per element.
 #include <benchmark/benchmark.h>

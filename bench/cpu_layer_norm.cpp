@@ -1,5 +1,5 @@
 /// @file cpu_layer_norm.cpp
-/// @brief qlip::ops::layer_norm (engineer A2's op) at the ViT-B width: [M, 768] rows, M = 2048
+/// @brief qlip::ops::layer_norm at the ViT-B width: [M, 768] rows, M = 2048
 ///        (batch 8 × 256 tokens) and 257 (one image). Counter GB (printed GB=x/s) counts x read + y written once.
 #include <benchmark/benchmark.h>
 

@@ -1,5 +1,5 @@
 /// @file cuda_kernels.cu
-/// @brief CUDA kernel benchmarks (manual timing with CUDA events, STYLE.md practice 11): LayerNorm
+/// @brief CUDA kernel benchmarks (manual timing with CUDA events, CONVENTIONS.md §11): LayerNorm
 ///        and fused BSQ at ViT-B/16 256px shapes, reported as achieved GB/s. Without a device every
 ///        benchmark reports SkipWithError instead of crashing.
 #include <benchmark/benchmark.h>

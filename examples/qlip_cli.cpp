@@ -230,7 +230,7 @@ int run(int argc, char** argv) {
       ->capture_default_str();
   add_batch_option(recon_cmd, recon.batch);
   recon_cmd->footer(
-      "PSNR and SSIM follow QLIP_SPEC 7.2: on [0,255] after the inverse normalisation, against the\n"
+      "PSNR and SSIM follow MODEL.md §7.2: on [0,255] after the inverse normalisation, against the\n"
       "preprocessed (resized, centre-cropped) input, per image, then the mean.\n"
       "With -o - the PNG goes to standard output and the table to standard error.\n"
       "Examples:\n"

@@ -1,5 +1,5 @@
 /// @file bsq.cuh
-/// @brief Fused BSQ on the CUDA backend (spec 2.6, 3.1, 3.4): per token, L2-normalise the L-dim
+/// @brief Fused BSQ on the CUDA backend (MODEL.md §2.6, §3.1, §3.4): per token, L2-normalise the L-dim
 ///        projection, take signs, emit the ±1/√L codes, the bits and the integer index (dim 0 = MSB).
 ///        One warp per token; L ≤ 32 so each lane owns one dimension.
 #pragma once

@@ -54,7 +54,7 @@ void activation(cuda_backend, DeviceView<const float, 2> x, DeviceView<float, 2>
   QLIP_CUDA_CHECK_LAUNCH();
 }
 
-/// y = silu(gate) ⊙ lin (QLIP SwiGLU, spec 2.3: w1 is the gated branch).
+/// y = silu(gate) ⊙ lin (QLIP SwiGLU, MODEL.md §2.3: w1 is the gated branch).
 inline void swiglu(cuda_backend, DeviceView<const float, 2> gate, DeviceView<const float, 2> lin,
                    DeviceView<float, 2> y, cudaStream_t stream = 0) {
   QLIP_CHECK(gate.shape() == lin.shape() && gate.shape() == y.shape(), "swiglu: shapes differ: gate ",

@@ -7,7 +7,7 @@ FLOP counts, so docs/PERFORMANCE.md can put qlip's numbers next to torch's.
 For each case: warm up, then `reps` samples, each the mean over enough calls to last ~0.3 s; prints
 min/median/max GFLOP/s (median is what the doc quotes). 2 threads are timed on the wall clock,
 1 thread on process CPU time, like the C++ benchmarks. Prints which BLAS torch was built with,
-because on this CPU the kernel torch really runs decides the result (see PERF_NOTES.md "Traps").
+because on this CPU the kernel torch really runs decides the result (see docs/PERFORMANCE.md "Machine facts").
 """
 import argparse
 import statistics

@@ -9,7 +9,7 @@ Outputs:
   decode/                 small PNG/JPEG/WebP files of every PNG colour type and bit depth and the
                           common JPEG/WebP variants, with decode_cases.json: PIL's
                           Image.open(f).convert("RGB") of each (size and sha256 of the RGB bytes).
-  preprocess.safetensors  transformers.CLIPImageProcessor (QLIP's preprocessor config, spec 2.1:
+  preprocess.safetensors  transformers.CLIPImageProcessor (QLIP's preprocessor config, MODEL.md §2.1:
                           size/crop 256, CLIP mean/std) applied to photos from the same package. Stored
                           compactly as the uint8 levels round((x*std+mean)*255) of the processed
                           tensors, which is exact: the script asserts that HF's float output equals
@@ -216,7 +216,7 @@ def write_preprocess():
     from safetensors.torch import save_file
     from transformers import CLIPImageProcessor
 
-    # QLIP's preprocessor_config.json (spec 2.1): the OpenAI CLIP config with 256 instead of 224.
+    # QLIP's preprocessor_config.json (MODEL.md §2.1): the OpenAI CLIP config with 256 instead of 224.
     config = {"crop_size": 256, "do_center_crop": True, "do_normalize": True, "do_resize": True,
               "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": CLIP_MEAN,
               "image_std": CLIP_STD, "resample": 3, "size": 256}

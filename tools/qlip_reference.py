@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Independent PyTorch reference of QLIP (arXiv 2502.05178), written from docs/QLIP_SPEC.md.
+"""Independent PyTorch reference of QLIP (arXiv 2502.05178), written from docs/MODEL.md.
 
-This is NOT the official NVlabs code. It is a plain-torch re-derivation of the math of spec
-sections 2.2-2.9 / 3.1 / 3.4 with module names chosen so that ``state_dict()`` yields exactly the
-tensor names of spec 5.3. It exists to produce golden tensors for the C++ implementation.
+This is NOT the official NVlabs code. It is a plain-torch re-derivation of the math of
+docs/MODEL.md §2.2-§2.9 / §3.1 / §3.4 with module names chosen so that ``state_dict()`` yields exactly the
+tensor names of MODEL.md §5.3. It exists to produce golden tensors for the C++ implementation.
 
 Sub-commands
   make-checkpoint --config NAME --out DIR [--seed 0] [--dtype f32|f16|bf16] [--config-form full|diff]
@@ -35,12 +35,12 @@ BPE_GZ = os.path.join(REPO_ROOT, "third_party_data", "bpe_simple_vocab_16e6.txt.
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-ROPE_PT_SEQ_LEN = 16  # hard-coded in the official code for every model (spec 2.4)
+ROPE_PT_SEQ_LEN = 16  # hard-coded in the official code for every model (MODEL.md §2.4)
 ROPE_THETA = 10000.0
 NUM_BITS = 28
 
 # ----------------------------------------------------------------------------------------------
-# Configs (official field names, spec 1.3 / 1.4)
+# Configs (official field names, MODEL.md §1.3 / §1.4)
 # ----------------------------------------------------------------------------------------------
 
 _TOWER_DEFAULTS = dict(
@@ -235,7 +235,7 @@ def act_fn(name):
 
 
 def rope_tables(head_dim, grid):
-    """2-D RoPE tables (spec 2.4), float32 like PyTorch. Returns (cos, sin) of shape (grid^2, head_dim).
+    """2-D RoPE tables (MODEL.md §2.4), float32 like PyTorch. Returns (cos, sin) of shape (grid^2, head_dim).
 
     dim = head_dim/2 per axis; freq_k = 1/(10000^(arange(0,dim,2)/dim)); t_n = n/grid*16
     (computed as arange(grid)/grid*pt_seq_len, in float32); per-axis table repeats each angle twice
@@ -283,7 +283,7 @@ class Attention(nn.Module):
     def forward(self, x, rope=None, rope_shift=0, causal=False):
         b, t, d = x.shape
         split = lambda y: y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        q = split(self.q_proj(x) * self.scale)   # scale BEFORE RoPE (spec 2.3)
+        q = split(self.q_proj(x) * self.scale)   # scale BEFORE RoPE (MODEL.md §2.3)
         k = split(self.k_proj(x))
         v = split(self.v_proj(x))
         if rope is not None:
@@ -544,7 +544,7 @@ class QLIPModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# BSQ indices (integer arithmetic, spec 3.4; dim 0 = MSB)
+# BSQ indices (integer arithmetic, MODEL.md §3.4; dim 0 = MSB)
 # ----------------------------------------------------------------------------------------------
 
 def indices_from_bits(bits):

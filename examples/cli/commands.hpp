@@ -603,7 +603,7 @@ inline std::string classify_json(const char* config, const std::vector<std::stri
 
 /// `qlip classify` once the model is loaded: softmax(100·cos) of images against the labels, each
 /// label's classifier being its prompt's embedding (one template) or the re-normalised mean of its
-/// prompts' embeddings (several templates, QLIP_SPEC 7.1).
+/// prompts' embeddings (several templates, MODEL.md §7.1).
 /// @tparam Model a QlipModel<Cfg, cpu_backend>
 template <class Model>
 void classify_with(const Model& model, const GlobalOptions& g, const ClassifyOptions& o,

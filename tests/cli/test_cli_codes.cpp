@@ -43,7 +43,7 @@ TEST_F(CodesTest, EncodeWritesBitsIndicesAndGroupIndices) {
   EXPECT_EQ(f.metadata().at("images"), R"(["cat.png","dog.png"])");
   EXPECT_EQ(f.metadata().at("group_size"), "4");
 
-  // Spec 3.4: dimension 0 is the most significant bit; group 0 is the most significant chunk.
+  // MODEL.md §3.4: dimension 0 is the most significant bit; group 0 is the most significant chunk.
   const auto bits = read_ints(f, "bits");
   const auto idx = read_ints(f, "indices");
   const auto grp = read_ints(f, "group_indices");

@@ -1,5 +1,5 @@
 /// @file compare.hpp
-/// @brief The tolerance policy, written once (STYLE.md practice 10): every element must satisfy
+/// @brief The tolerance policy, written once (CONVENTIONS.md §9): every element must satisfy
 ///        |got − ref| ≤ atol + rtol·|ref| and be finite. Tolerances per dtype live here; a test that
 ///        needs a different one passes it explicitly with a comment saying why.
 #pragma once

@@ -32,7 +32,7 @@ TEST(TensorView, StridesSliceSelectTranspose) {
 }
 
 TEST(TensorView, Int64OffsetsBeyondInt32) {
-  // A stride above INT32_MAX must not wrap (STYLE.md A3): only index arithmetic, no memory touched.
+  // A stride above INT32_MAX must not wrap (CONVENTIONS.md §7): only index arithmetic, no memory touched.
   float dummy = 0;
   HostView<float, 2> v(&dummy, {3, 2}, {std::int64_t{1} << 32, 1});
   EXPECT_EQ(v.index_of(2, 1), (std::int64_t{2} << 32) + 1);

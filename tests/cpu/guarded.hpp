@@ -1,9 +1,9 @@
 /// @file guarded.hpp
-/// @brief Test helper (engineer A2's op tests): a tensor view placed inside a larger buffer whose
+/// @brief Test helper: a tensor view placed inside a larger buffer whose
 ///        every other element holds a sentinel, in three layouts — contiguous, padded (rows of a
 ///        wider buffer, i.e. slices) and transposed (dimensions reversed in memory, so the innermost
 ///        view stride is not 1). guards_intact() checks that an op wrote nothing outside its view
-///        (ggml sentinels / tiny-cuda-nn DEBUG_GUARD_SIZE, STYLE.md practice 9d).
+///        (ggml sentinels / tiny-cuda-nn DEBUG_GUARD_SIZE, CONVENTIONS.md §10.4).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -135,7 +135,7 @@ std::vector<T> to_vector(HostView<const T, R> v) {
   return out;
 }
 
-/// Sizes with odd extents and partial tiles on purpose (STYLE.md practice 9e): {rows, cols}.
+/// Sizes with odd extents and partial tiles on purpose (CONVENTIONS.md §10.5): {rows, cols}.
 inline constexpr std::int64_t kOddShapes[][2] = {{1, 1},   {1, 989},  {7, 7},   {7, 111}, {65, 65},
                                                  {65, 989}, {111, 1}, {111, 111}, {989, 7}};
 

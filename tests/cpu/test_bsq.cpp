@@ -1,5 +1,5 @@
 /// @file test_bsq.cpp
-/// @brief BSQ quantisation and the integer code conversions (spec 3.4): CPU vs reference (exact) on
+/// @brief BSQ quantisation and the integer code conversions (MODEL.md §3.4): CPU vs reference (exact) on
 ///        odd sizes and strided views with guards; independent formulas; bits ⇄ index ⇄ group-index
 ///        round trips for every g dividing 28 on random and edge indices; errors naming the problem.
 #include <gtest/gtest.h>
@@ -34,7 +34,7 @@ TEST(Bsq, QuantizeCpuMatchesReferenceAndSignRule) {
         SCOPED_TRACE(test::case_name(m, l, lin, lout));
         Guarded<float, 2> u({m, l}, lin, kFloatSentinel);
         Philox rng(++seed);
-        // Every fifth entry an exact ±0: u == 0 must give bit 0 / code −scale (spec 2.6).
+        // Every fifth entry an exact ±0: u == 0 must give bit 0 / code −scale (MODEL.md §2.6).
         u.fill([&](std::int64_t i) {
           return i % 5 == 0 ? (i % 10 == 0 ? 0.0f : -0.0f) : rng.normal(static_cast<std::uint64_t>(i));
         });
@@ -91,7 +91,7 @@ TEST(Bits, IndexBitsRoundTripAndMsbFirst) {
       reference::index_to_bits(idx.cview(), ref_bits.view());
       EXPECT_TRUE(test::all_close(bits.cview(), ref_bits.view(), test::kExact));
       EXPECT_TRUE(bits.guards_intact());
-      // Independent: bit i is the coefficient of 2^(L−1−i) — dimension 0 is the MSB (spec 3.4).
+      // Independent: bit i is the coefficient of 2^(L−1−i) — dimension 0 is the MSB (MODEL.md §3.4).
       for (std::int64_t r = 0; r < m; ++r) {
         std::uint64_t sum = 0;
         for (int i = 0; i < l; ++i) sum += static_cast<std::uint64_t>(ref_bits(r, i)) << (l - 1 - i);
@@ -115,7 +115,7 @@ TEST(Bits, IndexBitsRoundTripAndMsbFirst) {
   ops::bits_to_index(cpu_backend{}, b.view(), idx.view());
   EXPECT_EQ(idx(0), 1u << 27);
   EXPECT_EQ(idx(1), 1u);
-  EXPECT_EQ(idx(2), (1u << 28) - 1u);  // the value the float32 Python path rounds to 2^28 (spec 3.4)
+  EXPECT_EQ(idx(2), (1u << 28) - 1u);  // the value the float32 Python path rounds to 2^28 (MODEL.md §3.4)
 }
 
 TEST(Bits, GroupIndicesRoundTripForEveryGroupSize) {

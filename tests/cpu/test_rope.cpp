@@ -83,7 +83,7 @@ TEST(Rope, Rope2dTableIsConcatOfRowAndColumnAngles) {
           for (int j = 0; j < head_dim; ++j) {
             const std::int64_t row = r * grid + c;
             const double a = j < axis ? angle(r, j) : angle(c, j - axis);
-            // float32 angles (as PyTorch) vs double ones: |Δangle| ≲ ulp(15 rad) ≈ 1e-6 (spec 2.4).
+            // float32 angles (as PyTorch) vs double ones: |Δangle| ≲ ulp(15 rad) ≈ 1e-6 (MODEL.md §2.4).
             ASSERT_NEAR(t.cos(row, j), std::cos(a), 2e-6) << "row " << row << " col " << j;
             ASSERT_NEAR(t.sin(row, j), std::sin(a), 2e-6) << "row " << row << " col " << j;
             if (j % 2 == 1) {  // interleaved: each angle stored twice, bit-identical
@@ -265,7 +265,7 @@ TEST(Rope, InterleavedCpuMatchesReferenceAndLeavesOtherTokens) {
 }
 
 TEST(Rope, InterleavedReferenceFormula) {
-  // One vector, the spec 2.4 formula written out: y[2m] = x[2m]c − x[2m+1]s, y[2m+1] = x[2m+1]c + x[2m]s.
+  // One vector, the MODEL.md §2.4 formula written out: y[2m] = x[2m]c − x[2m+1]s, y[2m+1] = x[2m+1]c + x[2m]s.
   Tensor<float, 4> x({1, 1, 1, 4});
   const float xs[4] = {1.0f, 2.0f, -3.0f, 0.5f};
   for (int d = 0; d < 4; ++d) x(0, 0, 0, d) = xs[d];

@@ -36,20 +36,20 @@ QLIP_HOST_DEVICE inline float quick_gelu(float x) { return x * sigmoid(1.702f * 
 /// SiLU / swish, x·σ(x).
 QLIP_HOST_DEVICE inline float silu(float x) { return x * sigmoid(x); }
 
-/// BSQ sign (spec 2.6, 3.1): bit = (u > 0); u == 0 maps to bit 0, i.e. code −1.
+/// BSQ sign (MODEL.md §2.6, §3.1): bit = (u > 0); u == 0 maps to bit 0, i.e. code −1.
 QLIP_HOST_DEVICE inline bool bsq_bit(float u) { return u > 0.0f; }
 
-/// BSQ code value for a bit: (2·bit − 1)·scale, scale = 1/√L when l2_norm (spec 3.1).
+/// BSQ code value for a bit: (2·bit − 1)·scale, scale = 1/√L when l2_norm (MODEL.md §3.1).
 QLIP_HOST_DEVICE inline float bsq_code(bool bit, float scale) { return bit ? scale : -scale; }
 
 /// RoPE inverse frequency θ^(−2k/d) computed in float32 the way PyTorch does
-/// (1 / θ ** (arange(0, d, 2) / d)), so tables agree to the last bit where possible (spec 2.4).
+/// (1 / θ ** (arange(0, d, 2) / d)), so tables agree to the last bit where possible (MODEL.md §2.4).
 QLIP_HOST_DEVICE inline float rope_inv_freq(int k, int dim, float theta) {
   const float exponent = static_cast<float>(2 * k) / static_cast<float>(dim);
   return 1.0f / std::pow(theta, exponent);
 }
 
-/// Llama-3 RoPE frequency scaling of one inverse frequency (spec 8.3; HF
+/// Llama-3 RoPE frequency scaling of one inverse frequency (MODEL.md §8.3; HF
 /// `_compute_llama3_parameters`). Wavelengths shorter than original/high_freq_factor keep their
 /// frequency, longer than original/low_freq_factor are divided by `factor`, and the band between is
 /// interpolated linearly in 1/wavelength. Every step is float32 in the same order as the HF code, so
@@ -73,7 +73,7 @@ QLIP_HOST_DEVICE inline std::uint32_t low_bits_mask(int n) {
   return n >= 32 ? 0xFFFFFFFFu : ((std::uint32_t{1} << n) - 1u);
 }
 
-/// Group index j of a full BSQ index with G groups of g bits (spec 3.4): group 0 is the most
+/// Group index j of a full BSQ index with G groups of g bits (MODEL.md §3.4): group 0 is the most
 /// significant chunk, sub_j = (index >> (g·(G−1−j))) & (2^g − 1). Integer shifts only.
 QLIP_HOST_DEVICE inline std::uint32_t bsq_group_index(std::uint32_t index, int j, int group_size, int groups) {
   const int shift = group_size * (groups - 1 - j);

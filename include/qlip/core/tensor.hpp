@@ -3,7 +3,7 @@
 ///        whose element type, rank and memory space are template parameters.
 ///
 /// All index arithmetic is std::int64_t: ViT patch grids × batch and long KV caches exceed 2^31
-/// elements (see STYLE.md A3). A view never owns memory; see Tensor / Arena for storage.
+/// elements (see CONVENTIONS.md §7). A view never owns memory; see Tensor / Arena for storage.
 #pragma once
 
 #include <array>

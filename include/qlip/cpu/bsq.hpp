@@ -1,5 +1,5 @@
 /// @file bsq.hpp
-/// @brief CPU Binary Spherical Quantization pieces (spec 2.6, 3.1, 3.4): sign quantisation and the
+/// @brief CPU Binary Spherical Quantization pieces (MODEL.md §2.6, §3.1, §3.4): sign quantisation and the
 ///        exact integer conversions bits ⇄ index ⇄ group indices. OpenMP over rows.
 ///
 /// Same semantics and bit order as reference/bsq.hpp (dimension 0 = most significant bit, group 0 =

@@ -1,7 +1,7 @@
 /// @file image.hpp
 /// @brief 8-bit RGB images: decoding (PNG with libpng, JPEG with libjpeg-turbo, WebP with libwebp:
 ///        the decoders PIL uses), atomic PNG/JPEG writing, image grids, and the reconstruction
-///        metrics PSNR and SSIM (QLIP_SPEC.md 7.2).
+///        metrics PSNR and SSIM (MODEL.md §7.2).
 ///
 /// Colour conversion on read follows PIL's Image.convert("RGB"), which is what CLIPImageProcessor
 /// applies: grey is replicated to three channels, grey+alpha and RGBA simply drop alpha (no
@@ -225,7 +225,7 @@ inline void check_same_geometry(const Image& a, const Image& b, const char* what
 }
 }  // namespace detail
 
-/// PSNR in dB over all channels and pixels of 8-bit images (spec 7.2): 20·log10(255/√MSE).
+/// PSNR in dB over all channels and pixels of 8-bit images (MODEL.md §7.2): 20·log10(255/√MSE).
 /// Identical images give +infinity. The squared error is summed exactly in integers, so the result
 /// is deterministic.
 inline double psnr(const Image& a, const Image& b) {
@@ -240,7 +240,7 @@ inline double psnr(const Image& a, const Image& b) {
   return 20.0 * std::log10(255.0 / std::sqrt(mse));
 }
 
-/// SSIM as pytorch_msssim.ssim(x, y, data_range=255) computes it (spec 7.2): an 11-tap Gaussian
+/// SSIM as pytorch_msssim.ssim(x, y, data_range=255) computes it (MODEL.md §7.2): an 11-tap Gaussian
 /// window (σ = 1.5) applied separably with *valid* convolution (no padding; an axis shorter than 11
 /// is not smoothed, as pytorch_msssim does), K1 = 0.01, K2 = 0.03, the SSIM map averaged per
 /// channel, then the channels averaged. Computed in double with pytorch_msssim's float32 window.

@@ -1,6 +1,6 @@
 /// @file preprocess.hpp
 /// @brief CLIP image preprocessing, pixel-compatible with transformers' CLIPImageProcessor (the slow,
-///        PIL-based one) as configured by QLIP's preprocessor_config.json (QLIP_SPEC.md 2.1), and the
+///        PIL-based one) as configured by QLIP's preprocessor_config.json (MODEL.md §2.1), and the
 ///        inverse used to turn reconstructions back into 8-bit images.
 ///
 /// Pipeline (CLIPImageProcessor.preprocess): convert to RGB → resize so the shortest edge is S with
@@ -339,7 +339,7 @@ inline void preprocess_clip_batch(const std::vector<Image>& images, const ClipPr
   for (std::size_t b = 0; b < images.size(); ++b) preprocess_clip(images[b], cfg, out.select(0, static_cast<std::int64_t>(b)));
 }
 
-/// Inverse of the normalisation for viewing reconstructions (spec 7.2): x·std + mean, clamped to
+/// Inverse of the normalisation for viewing reconstructions (MODEL.md §7.2): x·std + mean, clamped to
 /// [0, 1], then floor(v·255 + 0.5) (torchvision's save_image rounding) to uint8. `chw` is [3, H, W].
 inline Image postprocess_clip(HostView<const float, 3> chw, const std::array<float, 3>& mean, const std::array<float, 3>& std) {
   QLIP_CHECK(chw.size(0) == 3, "postprocess_clip: expected [3, H, W], got ", shape_string<3>(chw.shape()));

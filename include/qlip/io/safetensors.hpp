@@ -1,6 +1,6 @@
 /// @file safetensors.hpp
 /// @brief Reading (memory-mapped, zero-copy, validated up front) and writing (atomic) of the
-///        safetensors format used by QLIP checkpoints (QLIP_SPEC.md 5.1).
+///        safetensors format used by QLIP checkpoints (MODEL.md §5.1).
 ///
 /// Format: 8-byte little-endian header length N, then N bytes of JSON
 /// `{"__metadata__": {str: str}, "<name>": {"dtype": "F32", "shape": [...], "data_offsets": [b, e]}, ...}`,

@@ -1,6 +1,6 @@
 /// @file checkpoint.hpp
 /// @brief Reading a QLIP checkpoint folder (config.json + model.safetensors): structure detection
-///        from tensor names and shapes (spec 5.4), cross-checks against config.json, the run-time
+///        from tensor names and shapes (MODEL.md §5.4), cross-checks against config.json, the run-time
 ///        values, and a WeightSource over the safetensors file that converts F32/F16/BF16 to float.
 ///
 /// Error policy (every failure is a qlip::Error):

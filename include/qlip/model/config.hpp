@@ -3,12 +3,12 @@
 ///        parameters and validated by concepts), the run-time values read from config.json, and the
 ///        list of compiled configs the loader dispatches over.
 ///
-/// What is compile-time and what is run-time (spec 1.4, 5.4):
+/// What is compile-time and what is run-time (MODEL.md §1.4, §5.4):
 ///  - compile-time (`QlipConfig`): every value that fixes a tensor shape or the presence of a tensor
 ///    — widths, depths, heads, MLP kind, sub-LN, q/k/v biases, bits, projection sizes. These decide
 ///    which weights exist, so the loader detects them from the checkpoint and picks the compiled
 ///    config that matches.
-///  - run-time (`QlipRuntimeConfig`): values the spec marks [UNKNOWN] that do not change any tensor
+///  - run-time (`QlipRuntimeConfig`): values MODEL.md marks [UNKNOWN] that do not change any tensor
 ///    shape — LayerNorm eps per tower, activation of plain MLPs, whether each tower applies RoPE,
 ///    BSQ group size, text EOS id, logit_scale. They are read from config.json at load time (and
 ///    cross-checked where the weights say something), never baked into kernels, so one compiled
@@ -34,7 +34,7 @@ constexpr const char* activation_name(Activation a) {
   return a == Activation::gelu ? "gelu" : "quick_gelu";
 }
 
-/// Feed-forward block of an encoder layer (spec 2.3).
+/// Feed-forward block of an encoder layer (MODEL.md §2.3).
 enum class MlpKind : std::uint8_t {
   plain,   ///< QLIPMLP: fc2(ffn_ln?(act(fc1(x))))
   swiglu,  ///< QLIPSwiGLU: w3(ffn_ln?(silu(w1·x) ⊙ w2·x))
@@ -69,7 +69,7 @@ struct VisionConfig {
   constexpr bool operator==(const VisionConfig&) const = default;
 };
 
-/// BSQ bottleneck: quant_embed (D→D→L), sign, 1/√L, quant_embed_post (L→Dq→Dq) (spec 2.6).
+/// BSQ bottleneck: quant_embed (D→D→L), sign, 1/√L, quant_embed_post (L→Dq→Dq) (MODEL.md §2.6).
 struct QuantizerConfig {
   int bits = 28;           ///< L, the code width (embed_dim of the quantizer)
   int hidden_post_q = 0;   ///< Dq (hidden_size_post_q)
@@ -137,7 +137,7 @@ concept qlip_config_tag = requires {
 
 // ---- run-time values (config.json) ----
 
-/// Per-tower values that do not change tensor shapes (read from config.json, spec 1.4 [UNKNOWN]).
+/// Per-tower values that do not change tensor shapes (read from config.json, MODEL.md §1.4 [UNKNOWN]).
 struct TowerRuntime {
   float layer_norm_eps = 1e-5f;
   Activation act = Activation::gelu;  ///< plain-MLP activation (SwiGLU always uses SiLU)
@@ -165,7 +165,7 @@ inline constexpr StackConfig kClipTextB{512, 12, 8, 2048, MlpKind::plain, false,
 inline constexpr StackConfig kClipTextL{768, 12, 12, 3072, MlpKind::plain, false, true, true, true};
 }  // namespace detail
 
-/// nvidia/QLIP-B-16-256 (spec 1.4, sizes [INFERRED]; the loader verifies every shape).
+/// nvidia/QLIP-B-16-256 (MODEL.md §1.4, sizes [INFERRED]; the loader verifies every shape).
 struct QlipB16_256 {
   static constexpr const char* name = "qlip-b-16-256";
   static constexpr QlipConfig config{

@@ -56,7 +56,7 @@ namespace qlip {
 /// What encode_image computes besides the CLIP embedding.
 struct ImageEncodeOptions {
   /// HF hidden_states indices to keep: 0 = embeddings, k = output of layer k, negative counts from
-  /// the end (−1 = last layer, −2 = penultimate: the LLaVA feature, spec 2.5). Each [B, N+1, D].
+  /// the end (−1 = last layer, −2 = penultimate: the LLaVA feature, MODEL.md §2.5). Each [B, N+1, D].
   std::vector<int> hidden_states{};
   /// Run the BSQ bottleneck (u, bits, indices). Off: only the CLIP path and hidden states.
   bool quantize = true;
@@ -105,7 +105,7 @@ struct ImageEncoding {
     QLIP_THROW("group indices for g = ", g, " were not requested (ImageEncodeOptions::group_sizes)");
   }
   /// Number of u components with |u| < eps: their bit may legitimately differ from another
-  /// implementation's (spec 11.1).
+  /// implementation's (MODEL.md §11.1).
   std::int64_t count_near_zero(float eps = 1e-6f) const {
     std::int64_t n = 0;
     const float* p = u.data();
@@ -255,7 +255,7 @@ std::string describe_no_match(TypeList<Ts...>, const QlipConfig& detected, const
 /// @tparam T       parameter/activation precision (float on the CPU backend)
 template <qlip_config_tag Cfg, backend Backend = cpu_backend, class T = float>
 class QlipModel {
-  static_assert(std::is_same_v<T, float>, "the CPU backend computes in float32 (PERF_NOTES: bf16 only saves memory)");
+  static_assert(std::is_same_v<T, float>, "the CPU backend computes in float32 (docs/PERFORMANCE.md, Machine facts: bf16 only saves memory)");
 
  public:
   static constexpr QlipConfig kConfig = Cfg::config;
@@ -289,7 +289,7 @@ class QlipModel {
       if (src.used().count(t.name) || t.name == "logit_scale") continue;
       const bool rope_alias = t.name.size() >= 14 && (t.name.ends_with("rope.freqs_cos") || t.name.ends_with("rope.freqs_sin"));
       if (rope_alias && (src.used().count(t.name) == 0)) {
-        // Aliases of a loaded table (spec 5.2), or a table of a tower configured without RoPE.
+        // Aliases of a loaded table (MODEL.md §5.2), or a table of a tower configured without RoPE.
         const bool vision = t.name.starts_with("vision_model.") && ck.runtime.vision.rope;
         const bool decoder = t.name.starts_with("vision_decoder.") && ck.runtime.decoder.rope;
         if (vision || decoder) continue;
@@ -605,7 +605,7 @@ std::string detect_qlip_config(const std::string& dir) {
 // ---------------------------------------------------------------------------------------------
 
 /// logits[Bi, Bt] = scale · cos(image_i, text_j); inputs raw or normalised (normalised here, F.normalize
-/// with eps 1e-12). scale = 100 is the notebook / open_clip zero-shot convention (spec 2.9); pass
+/// with eps 1e-12). scale = 100 is the notebook / open_clip zero-shot convention (MODEL.md §2.9); pass
 /// exp(model.runtime().logit_scale) for QLIPModel.forward's logits.
 inline Tensor<float, 2> similarity(HostView<const float, 2> image_embeds, HostView<const float, 2> text_embeds,
                                    float scale = 100.0f) {
@@ -630,7 +630,7 @@ inline Tensor<float, 2> zero_shot_probs(HostView<const float, 2> image_embeds, H
   return probs;
 }
 
-/// Prompt-template ensembling (spec 7.1): text_embeds holds classes × templates rows, class-major
+/// Prompt-template ensembling (MODEL.md §7.1): text_embeds holds classes × templates rows, class-major
 /// (row c·K + k = class c, template k). Each row is L2-normalised, averaged per class, and the mean
 /// re-normalised → classifier [classes, P].
 inline Tensor<float, 2> ensemble_class_embeddings(HostView<const float, 2> text_embeds, std::int64_t templates) {

@@ -1,6 +1,6 @@
 /// @file bsq_bottleneck.hpp
-/// @brief The quantisation bottleneck between the vision encoder and the pixel decoder (spec 2.6,
-///        3.1, 3.4): quant_embed MLP D→D→L, L2 normalisation, sign, scale 1/√L, and
+/// @brief The quantisation bottleneck between the vision encoder and the pixel decoder (MODEL.md §2.6,
+///        §3.1, §3.4): quant_embed MLP D→D→L, L2 normalisation, sign, scale 1/√L, and
 ///        quant_embed_post MLP L→Dq→Dq. The quantizer itself has no parameters.
 ///
 ///   h    = c_proj(GELU(c_fc(z)))          z = raw last-layer patch tokens [M, D]
@@ -9,7 +9,7 @@
 ///   zhat = c_proj(GELU(c_fc(q)))          [M, Dq], what the decoder consumes
 ///
 /// Indices are built from the bits with integer shifts (dimension 0 = MSB), never with the float32
-/// sum of the official Python, which rounds indices ≥ 2^24 (spec 3.4).
+/// sum of the official Python, which rounds indices ≥ 2^24 (MODEL.md §3.4).
 ///
 /// Accumulation contract: outputs written with `=`; no state.
 #pragma once

@@ -1,6 +1,6 @@
 /// @file encoder_layer.hpp
 /// @brief The pre-LN transformer block shared by the text tower, the vision encoder and the pixel
-///        decoder (QLIPEncoderLayer, spec 2.3), and a stack of them.
+///        decoder (QLIPEncoderLayer, MODEL.md §2.3), and a stack of them.
 ///
 ///   x = x + out_proj(inner_attn_ln?(Attn(LN1(x))))
 ///   x = x + MLP(LN2(x))            MLP = fc2(ffn_ln?(act(fc1·)))  or  w3(ffn_ln?(silu(w1·) ⊙ w2·))
@@ -9,7 +9,7 @@
 /// read-modify-write), every temporary is written with `=`. A backward would add parameter
 /// gradients with `+=`.
 ///
-/// Attention details that matter numerically (spec 2.3): q = (W_q·x + b_q)·Dh^-½ is scaled BEFORE
+/// Attention details that matter numerically (MODEL.md §2.3): q = (W_q·x + b_q)·Dh^-½ is scaled BEFORE
 /// RoPE (as the official code does), logits = q·kᵀ with no further scale, softmax in fp32. q/k/v
 /// weights are concatenated at load time into one [3D, D] matrix so the projection is one GEMM; an
 /// absent bias (EVA-02: no k bias) becomes zero rows of the fused bias, and adding 0.0f is exact.

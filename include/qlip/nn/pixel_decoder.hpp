@@ -1,7 +1,7 @@
 /// @file pixel_decoder.hpp
-/// @brief QLIP's pixel decoder (QLIPVisionTransformerDecoder, spec 2.7): absolute positions added to
+/// @brief QLIP's pixel decoder (QLIPVisionTransformerDecoder, MODEL.md §2.7): absolute positions added to
 ///        zhat, pre-LN blocks with optional 2-D RoPE on all tokens, final LayerNorm, Linear→tanh→
-///        Linear head, unpatchify. Output is in CLIP-normalised pixel space and NOT clamped (spec 10.1).
+///        Linear head, unpatchify. Output is in CLIP-normalised pixel space and NOT clamped (MODEL.md §10.1).
 ///
 /// Accumulation contract: outputs written with `=`; the residual stream is updated in place (`+=`).
 #pragma once

@@ -2,7 +2,7 @@
 /// @brief The 2-D RoPE table of a vision tower: loaded from the checkpoint's `*.rope.freqs_cos/sin`
 ///        buffers when present (bit-exact with PyTorch's float32 table), recomputed otherwise.
 ///
-/// Spec 5.2: the official code registers one rotary module under several names, so the stored key
+/// MODEL.md §5.2: the official code registers one rotary module under several names, so the stored key
 /// may be `<tower>.rope.freqs_cos` or `<tower>.encoder.layers.0.self_attn.rope.freqs_cos` depending
 /// on how the file was written. Any key under the tower's prefix that ends in `rope.freqs_cos` is
 /// accepted; its shape must be [S², Dh], otherwise the table is recomputed and a warning recorded.
@@ -52,14 +52,14 @@ inline RopeSource load_rope_table(WeightSource& src, const std::string& prefix, 
     return RopeSource::computed;
   }
   RopeTable stored{load_tensor<2>(src, kc, {rows, head_dim}), load_tensor<2>(src, ks, {rows, head_dim})};
-  // The stored table must be the spec 2.4 table up to float rounding of cos/sin of angles ≤ ~16 rad.
+  // The stored table must be the MODEL.md §2.4 table up to float rounding of cos/sin of angles ≤ ~16 rad.
   float worst = 0.0f;
   for (std::int64_t i = 0; i < stored.cos.numel(); ++i) {
     worst = std::max(worst, std::fabs(stored.cos.data()[i] - table.cos.data()[i]));
     worst = std::max(worst, std::fabs(stored.sin.data()[i] - table.sin.data()[i]));
   }
   if (!(worst <= 1e-5f))
-    src.warn("RoPE buffers " + kc + " differ from the spec 2.4 table by up to " + std::to_string(worst) +
+    src.warn("RoPE buffers " + kc + " differ from the MODEL.md §2.4 table by up to " + std::to_string(worst) +
              " (pt_seq_len / theta differ?); using the stored buffers");
   table = std::move(stored);
   return RopeSource::checkpoint;

@@ -1,5 +1,5 @@
 /// @file text_encoder.hpp
-/// @brief QLIP's text tower (QLIPTextTransformer, spec 2.8): token + position embeddings, causal
+/// @brief QLIP's text tower (QLIPTextTransformer, MODEL.md §2.8): token + position embeddings, causal
 ///        pre-LN blocks, final LayerNorm on all tokens, first-EOT pooling and the text projection.
 ///
 /// Pooling: the row of the first token equal to eos_token_id (argmax of the ids when
@@ -95,7 +95,7 @@ class TextEncoder {
     return {};
   }
 
-  /// The pooled position of one sequence: first id == eos (argmax when eos == 2, spec 2.8).
+  /// The pooled position of one sequence: first id == eos (argmax when eos == 2, MODEL.md §2.8).
   std::int64_t eot_position(HostView<const std::int32_t, 1> row) const {
     const std::int64_t n = row.size(0);
     if (eos_ == 2) {

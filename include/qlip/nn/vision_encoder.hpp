@@ -1,5 +1,5 @@
 /// @file vision_encoder.hpp
-/// @brief QLIP's visual encoder (QLIPVisionTransformer without the quantizer, spec 2.2, 2.5):
+/// @brief QLIP's visual encoder (QLIPVisionTransformer without the quantizer, MODEL.md §2.2, §2.5):
 ///        patch embedding as patchify + linear, CLS token, absolute positions, 2-D RoPE on the patch
 ///        tokens, pre-LN blocks, post-LN on the CLS token and the visual projection.
 ///

@@ -39,7 +39,7 @@ inline void silu(HostView<const float, 2> x, HostView<float, 2> y) {  // [M, N] 
   detail::activation_map_2d(x, y, "silu output y", [](float v) { return math::silu(v); });
 }
 
-/// tanh (the pixel decoder head, spec 2.7). y may alias x.
+/// tanh (the pixel decoder head, MODEL.md §2.7). y may alias x.
 inline void tanh_act(HostView<const float, 2> x, HostView<float, 2> y) {  // [M, N] -> [M, N]
   detail::activation_map_2d(x, y, "tanh_act output y", [](float v) { return std::tanh(v); });
 }

@@ -1,8 +1,8 @@
 /// @file bsq.hpp
-/// @brief Reference Binary Spherical Quantization pieces (spec 2.6, 3.1, 3.4): sign quantisation,
+/// @brief Reference Binary Spherical Quantization pieces (MODEL.md §2.6, §3.1, §3.4): sign quantisation,
 ///        and the exact integer conversions between bits, full indices and group indices.
 ///
-/// Bit order (spec 3.4): dimension 0 is the most significant bit, index = Σ_i bit_i·2^(L−1−i);
+/// Bit order (MODEL.md §3.4): dimension 0 is the most significant bit, index = Σ_i bit_i·2^(L−1−i);
 /// group j covers dims [j·g, (j+1)·g) and group 0 is the most significant chunk. Everything is
 /// integer shifts — never the float32 sum of the official Python, which rounds indices ≥ 2^24.
 /// Bits are bytes; any non-zero byte reads as a 1 bit, and the ops write 0 or 1.
@@ -156,7 +156,7 @@ inline void group_indices_to_index(HostView<const std::uint32_t, 2> groups,  // 
   }
 }
 
-/// codes = (2·bit − 1)·scale (spec 3.4 indexes_to_codes, times the BSQ scale).
+/// codes = (2·bit − 1)·scale (MODEL.md §3.4 indexes_to_codes, times the BSQ scale).
 inline void bits_to_codes(HostView<const std::uint8_t, 2> bits,  // [M, L]
                           float scale,
                           HostView<float, 2> codes) {            // [M, L]

@@ -1,7 +1,7 @@
 /// @file l2_norm.hpp
 /// @brief Reference row-wise L2 normalisation, y = x / max(‖x‖₂, eps) (torch F.normalize, p=2).
 ///
-/// Used for the BSQ input u (spec 2.6) and the CLIP embeddings (spec 2.9). Double accumulation,
+/// Used for the BSQ input u (MODEL.md §2.6) and the CLIP embeddings (MODEL.md §2.9). Double accumulation,
 /// deterministic.
 #pragma once
 

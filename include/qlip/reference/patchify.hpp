@@ -2,11 +2,11 @@
 /// @brief Reference patchify / unpatchify between images [B, C, H, W] and patch tokens
 ///        [B, N, C·p·p] (plain loops; pure data movement, so every backend must match exactly).
 ///
-/// Token n = row·(W/p) + col (row-major over the patch grid, spec 2.2). Within a token, element
+/// Token n = row·(W/p) + col (row-major over the patch grid, MODEL.md §2.2). Within a token, element
 /// j = c·p² + kh·p + kw holds pixel (c, row·p + kh, col·p + kw): the flattening order of a Conv2d
 /// weight [D, C, p, p], so patchify followed by linear() with that weight reshaped to [D, C·p·p] is
 /// the stride-p patch-embedding convolution. unpatchify is the exact inverse, the decoder's
-/// "b (hh ww) (c sh sw) -> b c (hh sh) (ww sw)" (spec 2.7).
+/// "b (hh ww) (c sh sw) -> b c (hh sh) (ww sw)" (MODEL.md §2.7).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 /// @file rope.hpp
-/// @brief Rotary position embeddings: the cos/sin tables (2-D EVA-02 vision RoPE, spec 2.4; 1-D
-///        Llama-3 RoPE with llama3 frequency scaling, spec 8.3) and reference rotations.
+/// @brief Rotary position embeddings: the cos/sin tables (2-D EVA-02 vision RoPE, MODEL.md §2.4; 1-D
+///        Llama-3 RoPE with llama3 frequency scaling, MODEL.md §8.3) and reference rotations.
 ///
 /// Tables are built once per model, so only this reference builder exists; every backend's apply op
 /// consumes them. The builders mimic PyTorch's float32 steps (frequency, position and angle rounded
@@ -35,7 +35,7 @@ struct RopeTable {
 };
 
 /// Llama-3 frequency scaling (HF rope_scaling {"rope_type": "llama3", ...}). The defaults are
-/// Llama-3.2's (spec 8.3); set enabled = false for plain RoPE.
+/// Llama-3.2's (MODEL.md §8.3); set enabled = false for plain RoPE.
 struct Llama3Scaling {
   float factor = 32.0f;
   float low_freq_factor = 1.0f;
@@ -89,7 +89,7 @@ namespace reference {
 using qlip::Llama3Scaling;
 using qlip::RopeTable;
 
-/// 2-D vision RoPE table (EVA-02 VisionRotaryEmbeddingFast, spec 2.4) for a grid×grid patch grid.
+/// 2-D vision RoPE table (EVA-02 VisionRotaryEmbeddingFast, MODEL.md §2.4) for a grid×grid patch grid.
 /// Each axis gets head_dim/2 rotary dims with freq_k = θ^(−2k/(head_dim/2)), k < head_dim/4, at
 /// positions t_n = n/grid·pt_seq_len (float32, torch's `arange(S)/S*pt`). Row r·grid + c of the
 /// table is concat(A[r], A[c]) with A[n, 2k] = A[n, 2k+1] = t_n·freq_k: the first half rotates with
@@ -119,7 +119,7 @@ inline RopeTable rope2d_table(int grid, int head_dim, int pt_seq_len = 16, float
   RopeTable table{Tensor<float, 2>({g * g, head_dim}), Tensor<float, 2>({g * g, head_dim})};
   for (std::int64_t r = 0; r < g; ++r) {
     for (std::int64_t c = 0; c < g; ++c) {
-      const std::int64_t row = r * g + c;  // token order n = row·S + col (spec 2.2)
+      const std::int64_t row = r * g + c;  // token order n = row·S + col (MODEL.md §2.2)
       for (int j = 0; j < axis_dim; ++j) {
         table.cos(row, j) = axis_cos(r, j);
         table.sin(row, j) = axis_sin(r, j);

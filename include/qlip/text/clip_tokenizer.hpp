@@ -1,6 +1,6 @@
 /// @file clip_tokenizer.hpp
 /// @brief qlip::text::ClipTokenizer: the byte-level BPE tokenizer of CLIP's text tower, matching
-///        open_clip's SimpleTokenizer id for id (QLIP_SPEC.md §6).
+///        open_clip's SimpleTokenizer id for id (MODEL.md §6).
 ///
 /// Pipeline of encode(): UTF-8 → UTF-32 (invalid bytes → U+FFFD) → open_clip's "lower" cleanup
 /// (detail/cleanup.hpp: ftfy.fix_text without mojibake repair, html.unescape twice, whitespace
