@@ -8,6 +8,7 @@
 ///        open_clip's quadratic one on the input's bytes: any difference aborts.
 #include <memory>
 
+#include "common/open_clip_bpe.hpp"
 #include "fuzz_common.hpp"
 #include "qlip/text/clip_tokenizer.hpp"
 
@@ -25,39 +26,11 @@ const qlip::text::ClipTokenizer* clip() {
   return tok.get();
 }
 
-/// open_clip's bpe(): after every merge, rescan every pair for the lowest rank.
-std::vector<std::int32_t> reference_bpe(const qlip::text::detail::BpeModel& m, std::string_view bytes) {
-  std::vector<std::int32_t> word;
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    const auto b = static_cast<unsigned char>(bytes[i]);
-    word.push_back(i + 1 == bytes.size() ? m.byte_eow_id[b] : m.byte_id[b]);
-  }
-  while (word.size() > 1) {
-    std::int32_t best = -1, left = -1, right = -1, merged = -1;
-    for (std::size_t i = 0; i + 1 < word.size(); ++i) {
-      auto it = m.merge_table.find(qlip::text::detail::BpeModel::pair_key(word[i], word[i + 1]));
-      if (it != m.merge_table.end() && (best < 0 || it->second.rank < best))
-        best = it->second.rank, left = word[i], right = word[i + 1], merged = it->second.result;
-    }
-    if (best < 0) break;
-    std::vector<std::int32_t> next;
-    for (std::size_t i = 0; i < word.size();) {
-      if (i + 1 < word.size() && word[i] == left && word[i + 1] == right) {
-        next.push_back(merged);
-        i += 2;
-      } else {
-        next.push_back(word[i++]);
-      }
-    }
-    word.swap(next);
-  }
-  return word;
-}
 
 /// The differential check, on at most 256 bytes (the reference is quadratic).
 void check_merges(const qlip::text::detail::BpeModel& m, std::string_view bytes) {
   bytes = bytes.substr(0, std::min<std::size_t>(bytes.size(), 256));
-  if (m.bpe(bytes) != reference_bpe(m, bytes)) {
+  if (m.bpe(bytes) != qlip::test::reference_bpe(m, bytes)) {
     std::fprintf(stderr, "fuzz tokenizer: BpeModel::bpe differs from open_clip's merge loop\n");
     std::abort();
   }

@@ -15,8 +15,18 @@
 #include <vector>
 
 #include "qlip/core/error.hpp"
+#include "qlip/core/philox.hpp"
+#include "qlip/io/image.hpp"
 
 namespace qlip::test {
+
+/// A w×h image with c channels of uniform random bytes from a fixed Philox stream.
+inline Image random_image(int w, int h, int c, std::uint64_t seed) {
+  Image im = Image::zeros(w, h, c);
+  const Philox rng(seed);
+  for (std::size_t i = 0; i < im.pixels.size(); ++i) im.pixels[i] = static_cast<std::uint8_t>(rng.uniform(i) * 256.0f);
+  return im;
+}
 
 /// A fresh directory under $TMPDIR (or /tmp), removed with its files at scope exit.
 class ScratchDir {

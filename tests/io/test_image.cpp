@@ -19,12 +19,7 @@ namespace {
 using qlip::Image;
 using qlip::test::throws_error;
 
-Image random_image(int w, int h, int c, std::uint64_t seed) {
-  Image im = Image::zeros(w, h, c);
-  qlip::Philox rng(seed);
-  for (std::size_t i = 0; i < im.pixels.size(); ++i) im.pixels[i] = static_cast<std::uint8_t>(rng.uniform(i) * 256.0f);
-  return im;
-}
+using qlip::test::random_image;
 
 Image crop(const Image& im, int top, int left, int h, int w) {
   Image out = Image::zeros(w, h, im.channels);

@@ -19,12 +19,7 @@ using qlip::ClipPreprocessConfig;
 using qlip::Image;
 using qlip::test::throws_error;
 
-Image random_image(int w, int h, int c, std::uint64_t seed) {
-  Image im = Image::zeros(w, h, c);
-  qlip::Philox rng(seed);
-  for (std::size_t i = 0; i < im.pixels.size(); ++i) im.pixels[i] = static_cast<std::uint8_t>(rng.uniform(i) * 256.0f);
-  return im;
-}
+using qlip::test::random_image;
 
 // ---- the oracle: the former whole-image resize (Pillow's ImagingResample), then the crop ----
 
