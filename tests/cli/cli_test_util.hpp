@@ -177,6 +177,18 @@ class CliTest : public ::testing::Test {
   std::string cli_;
 };
 
+/// CliTest for commands that need the CLIP vocabulary (fetched by scripts/setup.sh): vocab_ is its path.
+class VocabCliTest : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    vocab_ = vocab_gz();
+    ASSERT_FALSE(vocab_.empty()) << "the CLIP vocabulary bpe_simple_vocab_16e6.txt.gz is missing from QLIP_VOCAB_DIR: "
+                                    "run scripts/setup.sh";
+  }
+  std::string vocab_;
+};
+
 /// The checks every failure test makes: non-zero exit, stderr exactly one line starting with
 /// "qlip: error: " and containing each of `needles`, and nothing in out_dir().
 #define QLIP_EXPECT_CLI_FAILS(test, result, ...)                                                           \

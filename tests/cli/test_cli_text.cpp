@@ -20,16 +20,7 @@
 namespace qlip::test::cli {
 namespace {
 
-class TextTest : public CliTest {
- protected:
-  void SetUp() override {
-    CliTest::SetUp();
-    vocab_ = vocab_gz();
-    ASSERT_FALSE(vocab_.empty()) << "the CLIP vocabulary bpe_simple_vocab_16e6.txt.gz is missing from QLIP_VOCAB_DIR: "
-                                    "run scripts/setup.sh";
-  }
-  std::string vocab_;
-};
+using TextTest = VocabCliTest;
 
 /// classify's stdout → image → (label → probability), checking the layout on the way.
 std::map<std::string, std::vector<std::pair<std::string, double>>> parse_classify(const std::string& out) {

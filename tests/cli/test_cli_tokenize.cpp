@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_test_util.hpp"
+#include "common/strings.hpp"
 #include "qlip/text/clip_tokenizer.hpp"
 
 namespace qlip::test::cli {
@@ -51,28 +52,12 @@ bool has_line_break(const std::string& s) {
   return s.find('\n') != std::string::npos || s.find('\r') != std::string::npos;
 }
 
-/// Printable form of a fixture string for failure messages.
-std::string show(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7F) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
+using qlip::test::show;
 
-class TokenizeTest : public CliTest {
+class TokenizeTest : public VocabCliTest {
  protected:
   void SetUp() override {
-    CliTest::SetUp();
-    vocab_ = vocab_gz();
-    ASSERT_FALSE(vocab_.empty()) << "the CLIP vocabulary bpe_simple_vocab_16e6.txt.gz is missing from QLIP_VOCAB_DIR: "
-                                    "run scripts/setup.sh";
+    VocabCliTest::SetUp();
     ASSERT_EQ(fixture_cases().size(), 663u);
   }
 
@@ -115,7 +100,6 @@ class TokenizeTest : public CliTest {
     return run("tokenize --vocab " + q(vocab_) + " " + options + " --" + args);
   }
 
-  std::string vocab_;
 };
 
 TEST_F(TokenizeTest, StdinMatchesOpenClipInBothContextModes) {

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include "common/strings.hpp"
 #include "qlip/text/clip_tokenizer.hpp"
 
 namespace qlip::text::test {
@@ -81,20 +82,7 @@ inline void write_bytes(const std::filesystem::path& p, const std::string& data)
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
-/// Printable form of a test string (escapes control characters) for failure messages.
-inline std::string show(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7F) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
+using qlip::test::show;
 
 inline std::string ids_string(const std::vector<std::int32_t>& ids) {
   std::string s = "[";
