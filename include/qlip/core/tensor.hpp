@@ -64,10 +64,11 @@ class TensorView {
   /// Contiguous row-major view.
   TensorView(T* base, const Extents<R>& shape) : TensorView(base, shape, contiguous_strides<R>(shape)) {}
 
-  /// Implicit conversion to a read-only view.
+  /// Implicit conversion to a read-only view. (The target type names U, not T, so that clang does
+  /// not see a self-conversion in TensorView<const X> and warn, -Wclass-conversion.)
   template <class U = T, class = std::enable_if_t<!std::is_const_v<U>>>
-  QLIP_HOST_DEVICE operator TensorView<const T, R, M>() const {
-    return TensorView<const T, R, M>(base_, shape_, strides_, offset_);
+  QLIP_HOST_DEVICE operator TensorView<const U, R, M>() const {
+    return TensorView<const U, R, M>(base_, shape_, strides_, offset_);
   }
 
   QLIP_HOST_DEVICE T* data() const { return base_ + offset_; }
