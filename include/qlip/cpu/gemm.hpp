@@ -239,6 +239,29 @@ inline void linear(cpu_backend, HostView<const float, 2> x, HostView<const float
   }
 }
 
+/// Backward of linear (formulas and the empty-view rule as reference::linear_backward):
+/// dx = dy·w (=), dw += dyᵀ·x, db += Σ_rows dy. Each product is one GEMM on views; no copies of
+/// dy or x are made for the transposes.
+/// @param x  [M, K] the forward input
+/// @param w  [N, K] the forward weight
+/// @param dy [M, N] upstream gradient
+/// @param dx [M, K] written, or empty; must not overlap dy or w
+/// @param dw [N, K] accumulated, or empty
+/// @param db [N] accumulated, or empty
+inline void linear_backward(cpu_backend be, HostView<const float, 2> x, HostView<const float, 2> w,
+                            HostView<const float, 2> dy, HostView<float, 2> dx, HostView<float, 2> dw,
+                            HostView<float, 1> db) {
+  detail::check_linear_backward_shapes(x, w, dy, dx, dw, db);
+  if (!dx.empty()) gemm(be, dy, w, dx);
+  if (!dw.empty()) gemm(be, dy.transpose(0, 1), x, dw, 1.0f, 1.0f);
+  if (!db.empty()) {
+    const std::int64_t m = dy.size(0), n = dy.size(1);
+    // Rows outer, columns inner: contiguous dy rows vectorise; one pass over dy.
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) db(j) += dy(i, j);
+  }
+}
+
 /// Serial y (+)= x·wᵀ + bias on the calling thread, for row slabs inside a caller's parallel region
 /// (Eigen runs single-threaded there). accumulate: y ← y + bias + x·wᵀ (bias added to y first, then
 /// the product accumulated in the GEMM: a residual add with no extra pass over the product).
