@@ -166,6 +166,10 @@ class TensorView {
 
 template <class T, int R>
 using HostView = TensorView<T, R, host_memory>;
+/// A host view whose element type another parameter fixes (the backend's scalar): not deduced, so a
+/// mutable view converts to a read-only one at the call as it does for non-template functions.
+template <class T, int R>
+using HostArg = std::type_identity_t<TensorView<T, R, host_memory>>;
 template <class T, int R>
 using DeviceView = TensorView<T, R, device_memory>;
 

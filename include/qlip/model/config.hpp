@@ -20,69 +20,9 @@
 #include <type_traits>
 
 #include "qlip/core/dispatch.hpp"
+#include "qlip/nn/tower_config.hpp"
 
 namespace qlip {
-
-/// Activation of a plain (fc1/fc2) MLP, from `hidden_act` (HF ACT2FN names).
-enum class Activation : std::uint8_t {
-  gelu,        ///< "gelu": exact erf GELU
-  quick_gelu,  ///< "quick_gelu": x·σ(1.702x)
-};
-
-/// Name of an Activation as config.json spells it.
-constexpr const char* activation_name(Activation a) {
-  return a == Activation::gelu ? "gelu" : "quick_gelu";
-}
-
-/// Feed-forward block of an encoder layer (MODEL.md §2.3).
-enum class MlpKind : std::uint8_t {
-  plain,   ///< QLIPMLP: fc2(ffn_ln?(act(fc1(x))))
-  swiglu,  ///< QLIPSwiGLU: w3(ffn_ln?(silu(w1·x) ⊙ w2·x))
-};
-
-/// One stack of pre-LN transformer layers (text, vision encoder, pixel decoder share the layer type).
-struct StackConfig {
-  int hidden = 0;        ///< width D
-  int layers = 0;        ///< number of QLIPEncoderLayer blocks
-  int heads = 0;         ///< attention heads (head_dim = hidden / heads)
-  int intermediate = 0;  ///< MLP width I
-  MlpKind mlp = MlpKind::plain;
-  bool subln = false;  ///< inner_attn_ln after attention and ffn_ln inside the MLP
-  bool q_bias = true;
-  bool k_bias = true;
-  bool v_bias = true;
-
-  constexpr int head_dim() const { return heads > 0 ? hidden / heads : 0; }
-  constexpr bool operator==(const StackConfig&) const = default;
-};
-
-/// Vision encoder or pixel decoder geometry (QLIPVisionConfig / QLIPDecoderConfig).
-struct VisionConfig {
-  int image_size = 0;
-  int patch_size = 0;
-  int channels = 3;
-  StackConfig stack{};
-
-  constexpr int grid() const { return patch_size > 0 ? image_size / patch_size : 0; }  ///< S
-  constexpr int patches() const { return grid() * grid(); }                             ///< N = S²
-  constexpr int patch_dim() const { return channels * patch_size * patch_size; }        ///< C·p²
-  constexpr bool operator==(const VisionConfig&) const = default;
-};
-
-/// BSQ bottleneck: quant_embed (D→D→L), sign, 1/√L, quant_embed_post (L→Dq→Dq) (MODEL.md §2.6).
-struct QuantizerConfig {
-  int bits = 28;           ///< L, the code width (embed_dim of the quantizer)
-  int hidden_post_q = 0;   ///< Dq (hidden_size_post_q)
-  constexpr bool operator==(const QuantizerConfig&) const = default;
-};
-
-/// Text tower (QLIPTextConfig).
-struct TextConfig {
-  int vocab_size = 49408;
-  int context_length = 77;  ///< max_position_embeddings
-  StackConfig stack{};
-  constexpr bool operator==(const TextConfig&) const = default;
-};
 
 /// The structural configuration of a whole QLIP checkpoint.
 struct QlipConfig {
@@ -98,15 +38,6 @@ struct QlipConfig {
 
 /// Structural validity checks as constexpr functions; the concepts below wrap them. (Concepts
 /// that pass sub-objects of a class NTTP to other concepts crash g++ 12, so the nesting happens here.)
-constexpr bool is_valid(const StackConfig& s) {
-  return s.hidden > 0 && s.layers > 0 && s.heads > 0 && s.hidden % s.heads == 0 && s.intermediate > 0;
-}
-/// The patch grid tiles the image and head_dim allows 2-D RoPE (two axes of interleaved pairs).
-constexpr bool is_valid(const VisionConfig& v) {
-  return is_valid(v.stack) && v.patch_size > 0 && v.image_size % v.patch_size == 0 && v.channels > 0 &&
-         v.stack.head_dim() % 4 == 0;
-}
-constexpr bool is_valid(const TextConfig& t) { return is_valid(t.stack) && t.vocab_size > 0 && t.context_length > 0; }
 /// The decoder reads the encoder's patch grid and the quantizer's output width.
 constexpr bool is_valid(const QlipConfig& c) {
   return is_valid(c.vision) && is_valid(c.decoder) && is_valid(c.text) && c.quantizer.bits >= 1 &&
@@ -114,15 +45,6 @@ constexpr bool is_valid(const QlipConfig& c) {
          c.decoder.grid() == c.vision.grid() && c.decoder.channels == c.vision.channels && c.projection_dim > 0;
 }
 
-/// A stack whose shapes are consistent.
-template <StackConfig S>
-concept valid_stack = is_valid(S);
-/// A vision tower (encoder or decoder) whose geometry is consistent.
-template <VisionConfig V>
-concept valid_vit = is_valid(V);
-/// The text tower.
-template <TextConfig T>
-concept valid_text = is_valid(T);
 /// A whole model.
 template <QlipConfig C>
 concept valid_qlip = is_valid(C);
@@ -136,13 +58,6 @@ concept qlip_config_tag = requires {
 } && valid_qlip<T::config>;
 
 // ---- run-time values (config.json) ----
-
-/// Per-tower values that do not change tensor shapes (read from config.json, MODEL.md §1.4 [UNKNOWN]).
-struct TowerRuntime {
-  float layer_norm_eps = 1e-5f;
-  Activation act = Activation::gelu;  ///< plain-MLP activation (SwiGLU always uses SiLU)
-  bool rope = false;                  ///< 2-D RoPE (vision/decoder only)
-};
 
 /// Everything else the forward needs that is read at load time.
 struct QlipRuntimeConfig {

@@ -26,7 +26,7 @@
 #include "qlip/cpu/bsq.hpp"
 #include "qlip/cpu/l2_norm.hpp"
 #include "qlip/cpu/profile.hpp"
-#include "qlip/model/config.hpp"
+#include "qlip/nn/tower_config.hpp"
 #include "qlip/nn/parameters.hpp"
 
 namespace qlip::nn {

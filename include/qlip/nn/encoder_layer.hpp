@@ -35,7 +35,7 @@
 #include "qlip/cpu/profile.hpp"
 #include "qlip/cpu/rope.hpp"
 #include "qlip/cpu/threading.hpp"
-#include "qlip/model/config.hpp"
+#include "qlip/nn/block_config.hpp"
 #include "qlip/nn/parameters.hpp"
 
 namespace qlip::nn {

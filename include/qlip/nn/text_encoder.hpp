@@ -17,7 +17,7 @@
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
 #include "qlip/core/tensor.hpp"
-#include "qlip/model/config.hpp"
+#include "qlip/nn/tower_config.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
 

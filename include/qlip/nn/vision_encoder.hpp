@@ -16,7 +16,7 @@
 #include "qlip/core/tensor.hpp"
 #include "qlip/cpu/patchify.hpp"
 #include "qlip/cpu/profile.hpp"
-#include "qlip/model/config.hpp"
+#include "qlip/nn/tower_config.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
 #include "qlip/nn/rope_table.hpp"
