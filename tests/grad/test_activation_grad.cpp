@@ -270,8 +270,9 @@ TEST(SoftmaxGrad, ReferenceMatchesFiniteDifferences) {
         return test::weighted_sum(dy, y);
       };
       EXPECT_TRUE(test::check_gradients(loss, {{"x", span_of(x), span_of(dx)}}));
-      if (masked && s.n > 1)
+      if (masked && s.n > 1) {
         for (std::int64_t i = 0; i < s.m; ++i) EXPECT_EQ(dx(i, s.n - 1), 0.0);
+      }
     }
   }
 }
