@@ -1,9 +1,13 @@
 /// @file activation.hpp
-/// @brief CPU element-wise activations (GELU, quick-GELU, SiLU, tanh, SwiGLU gate): OpenMP over
-///        rows, contiguous inner loops when the rows are dense.
+/// @brief CPU element-wise activations (GELU, quick-GELU, SiLU, tanh, SwiGLU gate) and their
+///        backwards: OpenMP over rows, contiguous inner loops when the rows are dense.
 ///
-/// Each evaluates the shared scalar formula of core/math.hpp, so results equal the reference
-/// bit for bit (no reduction is involved).
+/// Each forward evaluates the shared scalar formula of core/math.hpp, so results equal the reference
+/// bit for bit (no reduction is involved). The backwards use the derivatives of
+/// reference/activation.hpp in float: the sigmoid-based ones (SiLU, quick-GELU, SwiGLU) through the
+/// branch-free exp_fast so their loops vectorise, GELU through math::gelu_grad, tanh through
+/// std::tanh. They agree with the double-accumulating reference to fp32 element-wise tolerance.
+/// Backward contract: dx (dgate, dlin) written (=); an empty view skipped.
 #pragma once
 
 #include "qlip/cpu/build_check.hpp"
@@ -17,6 +21,7 @@
 #include "qlip/core/error.hpp"
 #include "qlip/core/math.hpp"
 #include "qlip/core/tensor.hpp"
+#include "qlip/reference/activation.hpp"  // the argument checks shared by every backend
 
 namespace qlip::detail::cpu {
 
@@ -48,6 +53,52 @@ inline float exp_fast(float x) {
 inline float silu_fast(float x) {
   x = std::max(x, -88.0f);
   return x / (1.0f + exp_fast(-x));
+}
+
+/// d/dz [z·σ(z)] = σ(z)·(1 + z·σ(−z)) with σ(−z) = e^−z·σ(z) (no 1 − σ cancellation) and e^−z
+/// from exp_fast, whose clamping keeps every intermediate finite: for z ≪ 0 the result is a tiny
+/// ~−z·1e−39 instead of the exact ~−z·e^z, for z ≫ 0 exactly 1. Also the quick-GELU derivative at
+/// z = 1.702x (reference/activation.hpp).
+inline float silu_grad_fast(float z) {
+  const float e = exp_fast(-z);
+  const float s = 1.0f / (1.0f + e);
+  return s * (1.0f + z * (e * s));
+}
+
+/// dx(i, j) = dy(i, j)·g(x(i, j)); dx may alias x or dy (same view). Arguments already checked.
+template <class G>
+void activation_backward_rows(HostView<const float, 2> x, HostView<const float, 2> dy, HostView<float, 2> dx, G g) {
+  const std::int64_t m = x.size(0), n = x.size(1);
+  const std::int64_t sx = x.stride(1), sdy = dy.stride(1), sdx = dx.stride(1);
+  const bool unit = sx == 1 && sdy == 1 && sdx == 1;
+#pragma omp parallel for schedule(static) if (m * n >= 8192)
+  for (std::int64_t i = 0; i < m; ++i) {
+    const float* xr = x.data() + i * x.stride(0);
+    const float* dyr = dy.data() + i * dy.stride(0);
+    float* dxr = dx.data() + i * dx.stride(0);
+    if (unit) {
+      for (std::int64_t j = 0; j < n; ++j) dxr[j] = dyr[j] * g(xr[j]);
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) dxr[j * sdx] = dyr[j * sdy] * g(xr[j * sx]);
+    }
+  }
+}
+
+/// One row of the SwiGLU backward; a null dg or dl skips that output. All three inputs of an
+/// element are read before its outputs are written (safe under same-view aliasing).
+template <bool kUnit>
+inline void swiglu_backward_row(const float* g, std::int64_t sg_, const float* l, std::int64_t sl_, const float* d,
+                                std::int64_t sd_, float* dg, std::int64_t sdg_, float* dl, std::int64_t sdl_,
+                                std::int64_t n) {
+  const std::int64_t sg = kUnit ? 1 : sg_, sl = kUnit ? 1 : sl_, sd = kUnit ? 1 : sd_;
+  const std::int64_t sdg = kUnit ? 1 : sdg_, sdl = kUnit ? 1 : sdl_;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float gv = g[j * sg], lv = l[j * sl], dv = d[j * sd];
+    const float e = exp_fast(-gv);
+    const float s = 1.0f / (1.0f + e);  // σ(gate); e·s = σ(−gate)
+    if (dg != nullptr) dg[j * sdg] = dv * lv * (s * (1.0f + gv * (e * s)));
+    if (dl != nullptr) dl[j * sdl] = dv * (gv * s);
+  }
 }
 
 /// y(i, j) = f(x(i, j)); y may alias x (same view).
@@ -112,6 +163,79 @@ inline void swiglu(cpu_backend,
     } else {
       for (std::int64_t j = 0; j < n; ++j) yr[j * sy] = math::silu(gr[j * sg]) * lr[j * sl];
     }
+  }
+}
+
+/// Backward of gelu: dx = dy ⊙ gelu'(x) (math::gelu_grad). dx may alias x or dy (same view).
+inline void gelu_backward(cpu_backend,
+                          HostView<const float, 2> x,   // [M, N] pre-activation input
+                          HostView<const float, 2> dy,  // [M, N] upstream gradient
+                          HostView<float, 2> dx) {      // [M, N] written, or empty
+  detail::check_activation_backward_args(x, dy, dx, "gelu_backward");
+  if (dx.empty()) return;
+  detail::cpu::activation_backward_rows(x, dy, dx, [](float v) { return math::gelu_grad(v); });
+}
+
+/// Backward of quick_gelu: dx = dy ⊙ silu'(1.702x). dx may alias x or dy (same view).
+inline void quick_gelu_backward(cpu_backend,
+                                HostView<const float, 2> x,   // [M, N] pre-activation input
+                                HostView<const float, 2> dy,  // [M, N] upstream gradient
+                                HostView<float, 2> dx) {      // [M, N] written, or empty
+  detail::check_activation_backward_args(x, dy, dx, "quick_gelu_backward");
+  if (dx.empty()) return;
+  detail::cpu::activation_backward_rows(x, dy, dx, [](float v) { return detail::cpu::silu_grad_fast(1.702f * v); });
+}
+
+/// Backward of silu: dx = dy ⊙ silu'(x). dx may alias x or dy (same view).
+inline void silu_backward(cpu_backend,
+                          HostView<const float, 2> x,   // [M, N] pre-activation input
+                          HostView<const float, 2> dy,  // [M, N] upstream gradient
+                          HostView<float, 2> dx) {      // [M, N] written, or empty
+  detail::check_activation_backward_args(x, dy, dx, "silu_backward");
+  if (dx.empty()) return;
+  detail::cpu::activation_backward_rows(x, dy, dx, [](float v) { return detail::cpu::silu_grad_fast(v); });
+}
+
+/// Backward of tanh_act: dx = dy ⊙ (1 − tanh²(x)). dx may alias x or dy (same view).
+inline void tanh_act_backward(cpu_backend,
+                              HostView<const float, 2> x,   // [M, N] pre-activation input
+                              HostView<const float, 2> dy,  // [M, N] upstream gradient
+                              HostView<float, 2> dx) {      // [M, N] written, or empty
+  detail::check_activation_backward_args(x, dy, dx, "tanh_act_backward");
+  if (dx.empty()) return;
+  detail::cpu::activation_backward_rows(x, dy, dx, [](float v) {
+    const float t = std::tanh(v);
+    return 1.0f - t * t;
+  });
+}
+
+/// Backward of swiglu: dgate = dy ⊙ lin ⊙ silu'(gate), dlin = dy ⊙ silu(gate), either empty to skip.
+/// Each element's inputs are read before its outputs are written, so dgate and dlin may alias any
+/// input (same view).
+inline void swiglu_backward(cpu_backend,
+                            HostView<const float, 2> gate,  // [M, I] gated branch (pre-activation)
+                            HostView<const float, 2> lin,   // [M, I] linear branch
+                            HostView<const float, 2> dy,    // [M, I] upstream gradient
+                            HostView<float, 2> dgate,       // [M, I] written, or empty
+                            HostView<float, 2> dlin) {      // [M, I] written, or empty
+  detail::check_swiglu_backward_args(gate, lin, dy, dgate, dlin);
+  if (dgate.empty() && dlin.empty()) return;
+  const std::int64_t m = gate.size(0), n = gate.size(1);
+  const bool want_gate = !dgate.empty(), want_lin = !dlin.empty();
+  const std::int64_t sdg = want_gate ? dgate.stride(1) : 1, sdl = want_lin ? dlin.stride(1) : 1;
+  const bool unit = gate.stride(1) == 1 && lin.stride(1) == 1 && dy.stride(1) == 1 && sdg == 1 && sdl == 1;
+#pragma omp parallel for schedule(static) if (m * n >= 8192)
+  for (std::int64_t i = 0; i < m; ++i) {
+    const float* gr = gate.data() + i * gate.stride(0);
+    const float* lr = lin.data() + i * lin.stride(0);
+    const float* dr = dy.data() + i * dy.stride(0);
+    float* dgr = want_gate ? dgate.data() + i * dgate.stride(0) : nullptr;
+    float* dlr = want_lin ? dlin.data() + i * dlin.stride(0) : nullptr;
+    if (unit)
+      detail::cpu::swiglu_backward_row<true>(gr, 1, lr, 1, dr, 1, dgr, 1, dlr, 1, n);
+    else
+      detail::cpu::swiglu_backward_row<false>(gr, gate.stride(1), lr, lin.stride(1), dr, dy.stride(1), dgr, sdg, dlr,
+                                              sdl, n);
   }
 }
 
