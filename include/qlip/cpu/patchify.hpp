@@ -71,4 +71,24 @@ inline void unpatchify(cpu_backend,
   }
 }
 
+/// Backward of patchify (a permutation): dimg = unpatchify(dpatches). Contract: dimg is written (=).
+/// Exact: pure data movement.
+inline void patchify_backward(cpu_backend,
+                              HostView<const float, 3> dpatches,  // [B, (H/p)·(W/p), C·p·p]
+                              int p,
+                              HostView<float, 4> dimg) {          // [B, C, H, W]
+  // Checked here first so that a bad argument is reported under the backward's name.
+  detail::check_patch_shapes(dimg.shape(), p, dpatches.shape(), "patchify_backward");
+  unpatchify(cpu_backend{}, dpatches, p, dimg);
+}
+
+/// Backward of unpatchify: dpatches = patchify(dimg). Contract: dpatches is written (=). Exact.
+inline void unpatchify_backward(cpu_backend,
+                                HostView<const float, 4> dimg,  // [B, C, H, W]
+                                int p,
+                                HostView<float, 3> dpatches) {  // [B, (H/p)·(W/p), C·p·p]
+  detail::check_patch_shapes(dimg.shape(), p, dpatches.shape(), "unpatchify_backward");
+  patchify(cpu_backend{}, dimg, p, dpatches);
+}
+
 }  // namespace qlip::ops

@@ -6,7 +6,8 @@
 /// j = c·p² + kh·p + kw holds pixel (c, row·p + kh, col·p + kw): the flattening order of a Conv2d
 /// weight [D, C, p, p], so patchify followed by linear() with that weight reshaped to [D, C·p·p] is
 /// the stride-p patch-embedding convolution. unpatchify is the exact inverse, the decoder's
-/// "b (hh ww) (c sh sw) -> b c (hh sh) (ww sw)" (MODEL.md §2.7).
+/// "b (hh ww) (c sh sw) -> b c (hh sh) (ww sw)" (MODEL.md §2.7). Each is a permutation, so the
+/// backward of one is the other (patchify_backward, unpatchify_backward).
 #pragma once
 
 #include <cstdint>
@@ -47,9 +48,11 @@ void for_each_patch_element(std::int64_t b_n, std::int64_t c_n, std::int64_t n_t
 namespace qlip::reference {
 
 /// out[b, row·Sw + col, c·p² + kh·p + kw] = img[b, c, row·p + kh, col·p + kw].
-inline void patchify(HostView<const float, 4> img,  // [B, C, H, W]
-                     int p,
-                     HostView<float, 3> out) {      // [B, (H/p)·(W/p), C·p·p]
+/// T = float is the oracle; T = double serves the finite-difference tests.
+template <class T>
+void patchify(HostView<const T, 4> img,  // [B, C, H, W]
+              int p,
+              HostView<T, 3> out) {      // [B, (H/p)·(W/p), C·p·p]
   const std::int64_t pp = p;
   const std::int64_t grid_w = detail::check_patch_shapes(img.shape(), pp, out.shape(), "patchify");
   detail::for_each_patch_element(img.size(0), img.size(1), out.size(1), grid_w, pp,
@@ -57,15 +60,61 @@ inline void patchify(HostView<const float, 4> img,  // [B, C, H, W]
                                      std::int64_t x) { out(b, n, j) = img(b, c, y, x); });
 }
 
+/// The float oracle, callable with mutable views (template deduction does not convert them).
+inline void patchify(HostView<const float, 4> img, int p, HostView<float, 3> out) { patchify<float>(img, p, out); }
+
 /// The inverse of patchify: img[b, c, row·p + kh, col·p + kw] = patches[b, row·Sw + col, c·p² + kh·p + kw].
-inline void unpatchify(HostView<const float, 3> patches,  // [B, (H/p)·(W/p), C·p·p]
-                       int p,
-                       HostView<float, 4> img) {          // [B, C, H, W]
+template <class T>
+void unpatchify(HostView<const T, 3> patches,  // [B, (H/p)·(W/p), C·p·p]
+                int p,
+                HostView<T, 4> img) {          // [B, C, H, W]
   const std::int64_t pp = p;
   const std::int64_t grid_w = detail::check_patch_shapes(img.shape(), pp, patches.shape(), "unpatchify");
   detail::for_each_patch_element(img.size(0), img.size(1), patches.size(1), grid_w, pp,
                                  [&](std::int64_t b, std::int64_t n, std::int64_t j, std::int64_t c, std::int64_t y,
                                      std::int64_t x) { img(b, c, y, x) = patches(b, n, j); });
+}
+
+/// The float oracle, callable with mutable views.
+inline void unpatchify(HostView<const float, 3> patches, int p, HostView<float, 4> img) {
+  unpatchify<float>(patches, p, img);
+}
+
+/// Backward of patchify: a permutation, so its transpose is the inverse permutation,
+/// dimg[b, c, row·p + kh, col·p + kw] = dpatches[b, row·Sw + col, c·p² + kh·p + kw] (unpatchify).
+/// Contract: dimg is an input gradient, written (=); every element is written exactly once.
+template <class T>
+void patchify_backward(HostView<const T, 3> dpatches,  // [B, (H/p)·(W/p), C·p·p]
+                       int p,
+                       HostView<T, 4> dimg) {          // [B, C, H, W]
+  const std::int64_t pp = p;
+  const std::int64_t grid_w = detail::check_patch_shapes(dimg.shape(), pp, dpatches.shape(), "patchify_backward");
+  detail::for_each_patch_element(dimg.size(0), dimg.size(1), dpatches.size(1), grid_w, pp,
+                                 [&](std::int64_t b, std::int64_t n, std::int64_t j, std::int64_t c, std::int64_t y,
+                                     std::int64_t x) { dimg(b, c, y, x) = dpatches(b, n, j); });
+}
+
+/// The float oracle of patchify_backward, callable with mutable views.
+inline void patchify_backward(HostView<const float, 3> dpatches, int p, HostView<float, 4> dimg) {
+  patchify_backward<float>(dpatches, p, dimg);
+}
+
+/// Backward of unpatchify: dpatches[b, row·Sw + col, c·p² + kh·p + kw] = dimg[b, c, row·p + kh, col·p + kw]
+/// (patchify). Contract: dpatches is written (=).
+template <class T>
+void unpatchify_backward(HostView<const T, 4> dimg,  // [B, C, H, W]
+                         int p,
+                         HostView<T, 3> dpatches) {  // [B, (H/p)·(W/p), C·p·p]
+  const std::int64_t pp = p;
+  const std::int64_t grid_w = detail::check_patch_shapes(dimg.shape(), pp, dpatches.shape(), "unpatchify_backward");
+  detail::for_each_patch_element(dimg.size(0), dimg.size(1), dpatches.size(1), grid_w, pp,
+                                 [&](std::int64_t b, std::int64_t n, std::int64_t j, std::int64_t c, std::int64_t y,
+                                     std::int64_t x) { dpatches(b, n, j) = dimg(b, c, y, x); });
+}
+
+/// The float oracle of unpatchify_backward, callable with mutable views.
+inline void unpatchify_backward(HostView<const float, 4> dimg, int p, HostView<float, 3> dpatches) {
+  unpatchify_backward<float>(dimg, p, dpatches);
 }
 
 }  // namespace qlip::reference

@@ -16,10 +16,14 @@
 ///      y[i]      = x[i]·cos[i]      − x[i+Dh/2]·sin[i]
 ///      y[i+Dh/2] = x[i+Dh/2]·cos[i] + x[i]·sin[i]
 ///    with a table of width Dh/2 (HF stores cat(freqs, freqs); the halves are equal).
+///
+/// Backward (*_backward): a rotation is orthogonal, so the gradient is the transposed rotation
+/// (sin negated), applied in place to the upstream gradient with the same table rows.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/error.hpp"
@@ -54,33 +58,37 @@ inline void rope_cos_sin_f32(float angle, float& c, float& s) {
 // Argument checks of the apply ops, shared by every backend's apply_rope_* overloads.
 
 /// Checks x[B, T, H, Dh] (Dh even) against cos/sin [P, Dh], and that tokens
-/// [first_token, first_token + P) lie inside T.
-template <class M>
-void check_apply_rope_interleaved_args(const TensorView<float, 4, M>& x, const TensorView<const float, 2, M>& cos,
-                                       const TensorView<const float, 2, M>& sin, std::int64_t first_token) {
+/// [first_token, first_token + P) lie inside T. `op` names the caller (forward or backward).
+template <class T, class M>
+void check_apply_rope_interleaved_args(const TensorView<T, 4, M>& x, const TensorView<const float, 2, M>& cos,
+                                       const TensorView<const float, 2, M>& sin, std::int64_t first_token,
+                                       const char* op = "apply_rope_interleaved") {
   const std::int64_t t_n = x.size(1), dh = x.size(3), p_n = cos.size(0);
-  check_shape(cos, {p_n, dh}, "apply_rope_interleaved cos");
-  check_shape(sin, {p_n, dh}, "apply_rope_interleaved sin");
-  QLIP_CHECK(dh % 2 == 0, "apply_rope_interleaved: head_dim must be even, got ", dh);
-  QLIP_CHECK(first_token >= 0 && first_token + p_n <= t_n, "apply_rope_interleaved: tokens [", first_token,
-             ", ", first_token + p_n, ") do not fit in a sequence of ", t_n);
+  const std::string cos_name = std::string(op) + " cos", sin_name = std::string(op) + " sin";
+  check_shape(cos, {p_n, dh}, cos_name.c_str());
+  check_shape(sin, {p_n, dh}, sin_name.c_str());
+  QLIP_CHECK(dh % 2 == 0, op, ": head_dim must be even, got ", dh);
+  QLIP_CHECK(first_token >= 0 && first_token + p_n <= t_n, op, ": tokens [", first_token, ", ", first_token + p_n,
+             ") do not fit in a sequence of ", t_n);
 }
 
 /// Checks x[B, T, H, Dh] (Dh even) against cos/sin [P, Dh/2], and that each of the T entries of
 /// positions is in [0, P). positions is read here, so it must be host-readable.
-template <class M>
-void check_apply_rope_half_args(const TensorView<float, 4, M>& x, const TensorView<const float, 2, M>& cos,
-                                const TensorView<const float, 2, M>& sin, const std::int64_t* positions) {
+template <class T, class M>
+void check_apply_rope_half_args(const TensorView<T, 4, M>& x, const TensorView<const float, 2, M>& cos,
+                                const TensorView<const float, 2, M>& sin, const std::int64_t* positions,
+                                const char* op = "apply_rope_half") {
   const std::int64_t t_n = x.size(1), dh = x.size(3), p_n = cos.size(0);
-  QLIP_CHECK(dh % 2 == 0, "apply_rope_half: head_dim must be even, got ", dh);
+  QLIP_CHECK(dh % 2 == 0, op, ": head_dim must be even, got ", dh);
   const std::int64_t half = dh / 2;
-  check_shape(cos, {p_n, half}, "apply_rope_half cos");
-  check_shape(sin, {p_n, half}, "apply_rope_half sin");
-  QLIP_CHECK(positions != nullptr || t_n == 0, "apply_rope_half: positions is null");
+  const std::string cos_name = std::string(op) + " cos", sin_name = std::string(op) + " sin";
+  check_shape(cos, {p_n, half}, cos_name.c_str());
+  check_shape(sin, {p_n, half}, sin_name.c_str());
+  QLIP_CHECK(positions != nullptr || t_n == 0, op, ": positions is null");
   // Checked serially before any backend's parallel loop: an exception must not escape an OpenMP region.
   for (std::int64_t t = 0; t < t_n; ++t)
-    QLIP_CHECK(positions[t] >= 0 && positions[t] < p_n, "apply_rope_half: position ", positions[t],
-               " of token ", t, " is outside the table of ", p_n, " positions");
+    QLIP_CHECK(positions[t] >= 0 && positions[t] < p_n, op, ": position ", positions[t], " of token ", t,
+               " is outside the table of ", p_n, " positions");
 }
 }  // namespace detail
 
@@ -167,30 +175,40 @@ inline RopeTable rope1d_table(std::int64_t positions, int head_dim, float theta,
 /// Interleaved (EVA-02) rotation in place: tokens first_token..first_token+P−1 use table rows
 /// 0..P−1, all other tokens are untouched (vision encoder: first_token = 1 skips CLS; decoder: 0).
 /// Products and sums in double. Any strides (e.g. a [B, H, T, Dh] buffer viewed transposed).
-inline void apply_rope_interleaved(HostView<float, 4> x,          // [B, T, H, Dh], in place
-                                   HostView<const float, 2> cos,  // [P, Dh]
-                                   HostView<const float, 2> sin,  // [P, Dh]
-                                   std::int64_t first_token) {
+/// T = float is the oracle; T = double is what finite differences differentiate (the tables stay
+/// float: they are constants, built once per model).
+template <class T>
+void apply_rope_interleaved(HostView<T, 4> x,              // [B, T, H, Dh], in place
+                            HostView<const float, 2> cos,  // [P, Dh]
+                            HostView<const float, 2> sin,  // [P, Dh]
+                            std::int64_t first_token) {
   detail::check_apply_rope_interleaved_args(x, cos, sin, first_token);
   const std::int64_t b_n = x.size(0), h_n = x.size(2), dh = x.size(3), p_n = cos.size(0);
   for (std::int64_t b = 0; b < b_n; ++b)
     for (std::int64_t p = 0; p < p_n; ++p)
       for (std::int64_t h = 0; h < h_n; ++h)
         for (std::int64_t d = 0; d < dh; d += 2) {
-          float& e = x(b, first_token + p, h, d);
-          float& o = x(b, first_token + p, h, d + 1);
+          T& e = x(b, first_token + p, h, d);
+          T& o = x(b, first_token + p, h, d + 1);
           const double x0 = e, x1 = o;
-          e = static_cast<float>(x0 * cos(p, d) - x1 * sin(p, d));
-          o = static_cast<float>(x1 * cos(p, d + 1) + x0 * sin(p, d + 1));
+          e = static_cast<T>(x0 * cos(p, d) - x1 * sin(p, d));
+          o = static_cast<T>(x1 * cos(p, d + 1) + x0 * sin(p, d + 1));
         }
+}
+
+/// The float oracle, callable with views that need a conversion (template deduction does not convert).
+inline void apply_rope_interleaved(HostView<float, 4> x, HostView<const float, 2> cos, HostView<const float, 2> sin,
+                                   std::int64_t first_token) {
+  apply_rope_interleaved<float>(x, cos, sin, first_token);
 }
 
 /// Half-split (NeoX / Llama) rotation in place; token t uses table row positions[t] (T entries,
 /// each in [0, P)). Products and sums in double.
-inline void apply_rope_half(HostView<float, 4> x,          // [B, T, H, Dh], in place
-                            HostView<const float, 2> cos,  // [P, Dh/2]
-                            HostView<const float, 2> sin,  // [P, Dh/2]
-                            const std::int64_t* positions) {  // [T]
+template <class T>
+void apply_rope_half(HostView<T, 4> x,                 // [B, T, H, Dh], in place
+                     HostView<const float, 2> cos,     // [P, Dh/2]
+                     HostView<const float, 2> sin,     // [P, Dh/2]
+                     const std::int64_t* positions) {  // [T]
   detail::check_apply_rope_half_args(x, cos, sin, positions);
   const std::int64_t b_n = x.size(0), t_n = x.size(1), h_n = x.size(2), half = x.size(3) / 2;
   for (std::int64_t b = 0; b < b_n; ++b)
@@ -198,12 +216,80 @@ inline void apply_rope_half(HostView<float, 4> x,          // [B, T, H, Dh], in 
       for (std::int64_t h = 0; h < h_n; ++h)
         for (std::int64_t i = 0; i < half; ++i) {
           const std::int64_t p = positions[t];
-          float& lo = x(b, t, h, i);
-          float& hi = x(b, t, h, i + half);
+          T& lo = x(b, t, h, i);
+          T& hi = x(b, t, h, i + half);
           const double x0 = lo, x1 = hi;
-          lo = static_cast<float>(x0 * cos(p, i) - x1 * sin(p, i));
-          hi = static_cast<float>(x1 * cos(p, i) + x0 * sin(p, i));
+          lo = static_cast<T>(x0 * cos(p, i) - x1 * sin(p, i));
+          hi = static_cast<T>(x1 * cos(p, i) + x0 * sin(p, i));
         }
+}
+
+/// The float oracle, callable with views that need a conversion.
+inline void apply_rope_half(HostView<float, 4> x, HostView<const float, 2> cos, HostView<const float, 2> sin,
+                            const std::int64_t* positions) {
+  apply_rope_half<float>(x, cos, sin, positions);
+}
+
+/// Backward of apply_rope_interleaved, in place on the gradient dx (which holds dy on entry): the
+/// transpose of each 2×2 rotation [[c₀, −s₀], [s₁, c₁]] (c/s of columns 2m and 2m+1),
+///   dx[2m]   = dy[2m]·cos[2m]       + dy[2m+1]·sin[2m+1]
+///   dx[2m+1] = dy[2m+1]·cos[2m+1]   − dy[2m]·sin[2m]
+/// i.e. the forward rotation with sin negated (the table stores each angle twice, MODEL.md §2.4).
+/// Tokens outside [first_token, first_token + P) pass through: their gradient is dy itself.
+/// Contract: dx is an activation gradient, written (= in place). Products and sums in double.
+template <class T>
+void apply_rope_interleaved_backward(HostView<T, 4> dx,             // [B, T, H, Dh], in place: dy in, dx out
+                                     HostView<const float, 2> cos,  // [P, Dh]
+                                     HostView<const float, 2> sin,  // [P, Dh]
+                                     std::int64_t first_token) {
+  detail::check_apply_rope_interleaved_args(dx, cos, sin, first_token, "apply_rope_interleaved_backward");
+  const std::int64_t b_n = dx.size(0), h_n = dx.size(2), dh = dx.size(3), p_n = cos.size(0);
+  for (std::int64_t b = 0; b < b_n; ++b)
+    for (std::int64_t p = 0; p < p_n; ++p)
+      for (std::int64_t h = 0; h < h_n; ++h)
+        for (std::int64_t d = 0; d < dh; d += 2) {
+          T& e = dx(b, first_token + p, h, d);
+          T& o = dx(b, first_token + p, h, d + 1);
+          const double g0 = e, g1 = o;
+          e = static_cast<T>(g0 * cos(p, d) + g1 * sin(p, d + 1));
+          o = static_cast<T>(g1 * cos(p, d + 1) - g0 * sin(p, d));
+        }
+}
+
+/// The float oracle of the interleaved backward, callable with views that need a conversion.
+inline void apply_rope_interleaved_backward(HostView<float, 4> dx, HostView<const float, 2> cos,
+                                            HostView<const float, 2> sin, std::int64_t first_token) {
+  apply_rope_interleaved_backward<float>(dx, cos, sin, first_token);
+}
+
+/// Backward of apply_rope_half, in place on dx (dy on entry): the transpose of each rotation,
+///   dx[i]      = dy[i]·cos[i]      + dy[i+Dh/2]·sin[i]
+///   dx[i+Dh/2] = dy[i+Dh/2]·cos[i] − dy[i]·sin[i]
+/// with token t on table row positions[t]. Contract: dx is written (= in place). Double sums.
+template <class T>
+void apply_rope_half_backward(HostView<T, 4> dx,               // [B, T, H, Dh], in place: dy in, dx out
+                              HostView<const float, 2> cos,    // [P, Dh/2]
+                              HostView<const float, 2> sin,    // [P, Dh/2]
+                              const std::int64_t* positions) {  // [T]
+  detail::check_apply_rope_half_args(dx, cos, sin, positions, "apply_rope_half_backward");
+  const std::int64_t b_n = dx.size(0), t_n = dx.size(1), h_n = dx.size(2), half = dx.size(3) / 2;
+  for (std::int64_t b = 0; b < b_n; ++b)
+    for (std::int64_t t = 0; t < t_n; ++t)
+      for (std::int64_t h = 0; h < h_n; ++h)
+        for (std::int64_t i = 0; i < half; ++i) {
+          const std::int64_t p = positions[t];
+          T& lo = dx(b, t, h, i);
+          T& hi = dx(b, t, h, i + half);
+          const double g0 = lo, g1 = hi;
+          lo = static_cast<T>(g0 * cos(p, i) + g1 * sin(p, i));
+          hi = static_cast<T>(g1 * cos(p, i) - g0 * sin(p, i));
+        }
+}
+
+/// The float oracle of the half-split backward, callable with views that need a conversion.
+inline void apply_rope_half_backward(HostView<float, 4> dx, HostView<const float, 2> cos, HostView<const float, 2> sin,
+                                     const std::int64_t* positions) {
+  apply_rope_half_backward<float>(dx, cos, sin, positions);
 }
 
 }  // namespace reference
