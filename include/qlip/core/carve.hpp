@@ -8,6 +8,8 @@
 /// same sequence of views from it in forward and backward; the carver checks the buffer is big enough.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "qlip/core/error.hpp"
@@ -26,8 +28,9 @@ class Carver {
   static Carver counting() { return Carver(nullptr, -1); }
 
   /// The next numel(shape) elements as a contiguous row-major view.
-  template <int R>
-  TensorView<T, R, M> take(const Extents<R>& shape) {
+  /// (std::size_t N: Extents<R> is std::array<int64_t, R>, whose size parameter is a size_t.)
+  template <std::size_t N, int R = static_cast<int>(N)>
+  TensorView<T, R, M> take(const std::array<std::int64_t, N>& shape) {
     std::int64_t n = 1;
     for (auto s : shape) n *= s;
     if (size_ < 0) {  // counting

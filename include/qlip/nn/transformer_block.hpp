@@ -32,21 +32,17 @@
 #include "qlip/core/tensor.hpp"
 #include "qlip/nn/block_config.hpp"
 #include "qlip/nn/param.hpp"
-#include "qlip/reference/activation.hpp"
-#include "qlip/reference/add.hpp"
-#include "qlip/reference/attention.hpp"
-#include "qlip/reference/gemm.hpp"
-#include "qlip/reference/layer_norm.hpp"
-#include "qlip/reference/rope.hpp"
+#include "qlip/reference/ops.hpp"
 
 namespace qlip::nn {
 
-/// The 2-D (interleaved, EVA-02) RoPE table of a tower in the backend's element type: rows 0..P−1
-/// rotate tokens first_token..first_token+P−1.
-template <class T, memory_space M>
+/// The 2-D (interleaved, EVA-02) RoPE table of a tower: rows 0..P−1 rotate tokens
+/// first_token..first_token+P−1. float32 whatever the backend's element type: the table is a
+/// constant buffer of the checkpoint (MODEL.md §2.4), never trained.
+template <memory_space M>
 struct RopeTableView {
-  TensorView<const T, 2, M> cos;  // [P, Dh]
-  TensorView<const T, 2, M> sin;  // [P, Dh]
+  TensorView<const float, 2, M> cos;  // [P, Dh]
+  TensorView<const float, 2, M> sin;  // [P, Dh]
   std::int64_t first_token = 0;   // 1 in the vision encoder (CLS untouched), 0 in the decoder
 };
 
@@ -56,7 +52,7 @@ struct BlockArgs {
   float eps = 1e-5f;                          ///< LayerNorm eps
   Activation act = Activation::gelu;          ///< plain MLP only (SwiGLU uses SiLU)
   AttentionMask mask = AttentionMask::none;   ///< causal in the text tower
-  const RopeTableView<T, M>* rope = nullptr;  ///< nullptr: no RoPE
+  const RopeTableView<M>* rope = nullptr;  ///< nullptr: no RoPE
 };
 
 /// One trainable block.

@@ -27,10 +27,3 @@ void add_inplace(HostView<const T, 2> x, HostView<T, 2> y) {  // [M, N] += [M, N
 }
 
 }  // namespace qlip::reference
-
-namespace qlip::ops {
-template <class T>
-void add_inplace(reference_backend<T>, HostArg<const T, 2> x, HostArg<T, 2> y) {
-  reference::add_inplace<T>(x, y);
-}
-}  // namespace qlip::ops

@@ -89,25 +89,3 @@ void gather_rows_backward(HostView<const std::int64_t, 1> rows, HostView<const T
 }
 
 }  // namespace qlip::reference
-
-namespace qlip::ops {
-// Rank and constness of x are deduced from the views; the element type must be the backend's.
-template <class T, class U, int R>
-  requires std::is_same_v<std::remove_const_t<U>, T>
-void copy(reference_backend<T>, HostView<U, R> x, HostView<T, R> y) {
-  reference::copy<T, R>(x, y);
-}
-template <class T, int R>
-void fill(reference_backend<T>, HostView<T, R> y, std::type_identity_t<T> value) {
-  reference::fill<T, R>(y, value);
-}
-template <class T>
-void gather_rows(reference_backend<T>, HostArg<const T, 2> x, HostView<const std::int64_t, 1> rows, HostArg<T, 2> y) {
-  reference::gather_rows<T>(x, rows, y);
-}
-template <class T>
-void gather_rows_backward(reference_backend<T>, HostView<const std::int64_t, 1> rows, HostArg<const T, 2> dy,
-                          HostArg<T, 2> dx) {
-  reference::gather_rows_backward<T>(rows, dy, dx);
-}
-}  // namespace qlip::ops

@@ -141,18 +141,4 @@ void linear_backward(HostView<const T, 2> x, HostView<const T, 2> w, HostView<co
 
 }  // namespace reference
 
-// The reference backend's overloads (found by argument-dependent lookup from module templates).
-namespace ops {
-template <class T>
-void linear(reference_backend<T>, HostArg<const T, 2> x, HostArg<const T, 2> w, HostArg<const T, 1> bias,
-            HostArg<T, 2> y) {
-  reference::linear<T>(x, w, bias, y);
-}
-template <class T>
-void linear_backward(reference_backend<T>, HostArg<const T, 2> x, HostArg<const T, 2> w, HostArg<const T, 2> dy,
-                     HostArg<T, 2> dx, HostArg<T, 2> dw, HostArg<T, 1> db) {
-  reference::linear_backward<T>(x, w, dy, dx, dw, db);
-}
-}  // namespace ops
-
 }  // namespace qlip

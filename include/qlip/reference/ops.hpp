@@ -1,0 +1,181 @@
+/// @file ops.hpp
+/// @brief The reference backend: every op of the vocabulary overloaded on reference_backend<T>
+///        (T = float: the oracle; T = double: what finite differences differentiate), forwarding to
+///        the plain-loop functions of reference/. Modules call ops unqualified, so instantiating a
+///        module with reference_backend<double> checks a whole module's backward, and a module that
+///        used anything but the op vocabulary would not compile with this backend.
+///
+/// View parameters use HostArg (not deduced), so the backend alone fixes T and mutable views
+/// convert to read-only ones as at any other call. Workspace arenas are accepted and unused.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "qlip/core/allocator.hpp"
+#include "qlip/core/backend.hpp"
+#include "qlip/core/tensor.hpp"
+#include "qlip/reference/activation.hpp"
+#include "qlip/reference/add.hpp"
+#include "qlip/reference/attention.hpp"
+#include "qlip/reference/copy.hpp"
+#include "qlip/reference/embedding.hpp"
+#include "qlip/reference/gemm.hpp"
+#include "qlip/reference/l2_norm.hpp"
+#include "qlip/reference/layer_norm.hpp"
+#include "qlip/reference/patchify.hpp"
+#include "qlip/reference/rope.hpp"
+
+namespace qlip::ops {
+
+template <class T>
+using ref = reference_backend<T>;
+
+// ---- linear ----
+template <class T>
+void linear(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> w, HostArg<const T, 1> bias, HostArg<T, 2> y) {
+  reference::linear<T>(x, w, bias, y);
+}
+template <class T>
+void linear_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> w, HostArg<const T, 2> dy, HostArg<T, 2> dx,
+                     HostArg<T, 2> dw, HostArg<T, 1> db) {
+  reference::linear_backward<T>(x, w, dy, dx, dw, db);
+}
+
+// ---- normalisation ----
+template <class T>
+void layer_norm_train(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> gamma, HostArg<const T, 1> beta, float eps,
+                      HostArg<T, 2> y, HostArg<T, 1> mean, HostArg<T, 1> rstd) {
+  reference::layer_norm_train<T>(x, gamma, beta, eps, y, mean, rstd);
+}
+template <class T>
+void layer_norm_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> gamma, HostArg<const T, 1> mean,
+                         HostArg<const T, 1> rstd, HostArg<const T, 2> dy, HostArg<T, 2> dx, HostArg<T, 1> dgamma,
+                         HostArg<T, 1> dbeta) {
+  reference::layer_norm_backward<T>(x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
+}
+template <class T>
+void l2_normalize_rows(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y, std::type_identity_t<T> eps) {
+  reference::l2_normalize_rows<T>(x, y, static_cast<float>(eps));
+}
+template <class T>
+void l2_normalize_rows_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> dy, HostArg<T, 2> dx,
+                                std::type_identity_t<T> eps) {
+  reference::l2_normalize_rows_backward<T>(x, dy, dx, static_cast<float>(eps));
+}
+
+// ---- activations ----
+template <class T>
+void gelu(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y) {
+  reference::gelu<T>(x, y);
+}
+template <class T>
+void gelu_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> dy, HostArg<T, 2> dx) {
+  reference::gelu_backward<T>(x, dy, dx);
+}
+template <class T>
+void quick_gelu(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y) {
+  reference::quick_gelu<T>(x, y);
+}
+template <class T>
+void quick_gelu_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> dy, HostArg<T, 2> dx) {
+  reference::quick_gelu_backward<T>(x, dy, dx);
+}
+template <class T>
+void tanh_act(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y) {
+  reference::tanh_act<T>(x, y);
+}
+template <class T>
+void tanh_act_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> dy, HostArg<T, 2> dx) {
+  reference::tanh_act_backward<T>(x, dy, dx);
+}
+template <class T>
+void swiglu(ref<T>, HostArg<const T, 2> gate, HostArg<const T, 2> lin, HostArg<T, 2> y) {
+  reference::swiglu<T>(gate, lin, y);
+}
+template <class T>
+void swiglu_backward(ref<T>, HostArg<const T, 2> gate, HostArg<const T, 2> lin, HostArg<const T, 2> dy,
+                     HostArg<T, 2> dgate, HostArg<T, 2> dlin) {
+  reference::swiglu_backward<T>(gate, lin, dy, dgate, dlin);
+}
+
+// ---- attention and RoPE ----
+template <class T>
+void attention_train(ref<T>, Arena&, HostArg<const T, 4> q, HostArg<const T, 4> k, HostArg<const T, 4> v,
+                     HostArg<T, 4> out, HostArg<T, 3> lse, float scale, AttentionMask mask) {
+  reference::attention_train<T>(q, k, v, out, lse, scale, mask);
+}
+template <class T>
+void attention_backward(ref<T>, Arena&, HostArg<const T, 4> q, HostArg<const T, 4> k, HostArg<const T, 4> v,
+                        HostArg<const T, 4> out, HostArg<const T, 3> lse, HostArg<const T, 4> dout, HostArg<T, 4> dq,
+                        HostArg<T, 4> dk, HostArg<T, 4> dv, float scale, AttentionMask mask) {
+  reference::attention_backward<T>(q, k, v, out, lse, dout, dq, dk, dv, scale, mask);
+}
+template <class T>
+void apply_rope_interleaved(ref<T>, HostArg<T, 4> x, HostView<const float, 2> cos, HostView<const float, 2> sin,
+                            std::int64_t first_token) {
+  reference::apply_rope_interleaved<T>(x, cos, sin, first_token);
+}
+template <class T>
+void apply_rope_interleaved_backward(ref<T>, HostArg<T, 4> dx, HostView<const float, 2> cos,
+                                     HostView<const float, 2> sin, std::int64_t first_token) {
+  reference::apply_rope_interleaved_backward<T>(dx, cos, sin, first_token);
+}
+
+// ---- patches, embeddings, data movement ----
+template <class T>
+void patchify(ref<T>, HostArg<const T, 4> img, int p, HostArg<T, 3> out) {
+  reference::patchify<T>(img, p, out);
+}
+template <class T>
+void patchify_backward(ref<T>, HostArg<const T, 3> dpatches, int p, HostArg<T, 4> dimg) {
+  reference::patchify_backward<T>(dpatches, p, dimg);
+}
+template <class T>
+void unpatchify(ref<T>, HostArg<const T, 3> patches, int p, HostArg<T, 4> img) {
+  reference::unpatchify<T>(patches, p, img);
+}
+template <class T>
+void unpatchify_backward(ref<T>, HostArg<const T, 4> dimg, int p, HostArg<T, 3> dpatches) {
+  reference::unpatchify_backward<T>(dimg, p, dpatches);
+}
+template <class T>
+void embedding(ref<T>, HostArg<const T, 2> table, HostView<const std::int32_t, 1> ids, HostArg<T, 2> out) {
+  reference::embedding<T>(table, ids, out);
+}
+template <class T>
+void embedding_backward(ref<T>, HostView<const std::int32_t, 1> ids, HostArg<const T, 2> dout, HostArg<T, 2> dtable) {
+  reference::embedding_backward<T>(ids, dout, dtable);
+}
+template <class T>
+void add_rows_broadcast(ref<T>, HostArg<T, 3> x, HostArg<const T, 2> table) {
+  reference::add_rows_broadcast<T>(x, table);
+}
+template <class T>
+void add_rows_broadcast_backward(ref<T>, HostArg<const T, 3> dx, HostArg<T, 2> dtable) {
+  reference::add_rows_broadcast_backward<T>(dx, dtable);
+}
+template <class T>
+void add_inplace(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y) {
+  reference::add_inplace<T>(x, y);
+}
+// Rank and constness of x are deduced from the views; the element type must be the backend's.
+template <class T, class U, int R>
+  requires std::is_same_v<std::remove_const_t<U>, T>
+void copy(ref<T>, HostView<U, R> x, HostView<T, R> y) {
+  reference::copy<T, R>(x, y);
+}
+template <class T, int R>
+void fill(ref<T>, HostView<T, R> y, std::type_identity_t<T> value) {
+  reference::fill<T, R>(y, value);
+}
+template <class T>
+void gather_rows(ref<T>, HostArg<const T, 2> x, HostView<const std::int64_t, 1> rows, HostArg<T, 2> y) {
+  reference::gather_rows<T>(x, rows, y);
+}
+template <class T>
+void gather_rows_backward(ref<T>, HostView<const std::int64_t, 1> rows, HostArg<const T, 2> dy, HostArg<T, 2> dx) {
+  reference::gather_rows_backward<T>(rows, dy, dx);
+}
+
+}  // namespace qlip::ops
