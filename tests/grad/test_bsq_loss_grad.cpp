@@ -1,7 +1,7 @@
 /// @file test_bsq_loss_grad.cpp
 /// @brief BSQ straight-through quantiser and quantiser loss: the double reference against finite
-///        differences (both entropy modes, g = 1, 2, 4, L = 4, 8, saturated probabilities where the
-///        1e-8 inside entr decides the gradient, each loss term alone), explicit values at the
+///        differences (both entropy modes, g = 1, 2, 4, L = 4, 8, saturated probabilities, each
+///        loss term alone, probabilities near the 1e-8 inside entr), explicit values at the
 ///        sign's kink and for the ε, the two modes against each other, the CPU backend against the
 ///        float reference (strided views, the arena size, thread-count independence) and the
 ///        argument checks.
@@ -62,7 +62,7 @@ TEST(BsqLossGrad, ReferenceMatchesFiniteDifferences) {
     for (const std::int64_t l : {4, 8})
       for (const int g : {1, 2, 4}) {
         // T = 1 on z ~ N(0, 0.5²): soft probabilities. T = 100 on unit rows (QLIP's setting):
-        // saturated ones, many below 1e-8, where the ε inside entr sets the gradient.
+        // saturated ones, many far below 1e-8.
         for (const bool saturated : {false, true}) {
           SCOPED_TRACE(::testing::Message() << mode_name(mode) << " L " << l << " g " << g
                                             << (saturated ? " T 100 unit rows" : " T 1"));
@@ -108,6 +108,50 @@ TEST(BsqLossGrad, EpsilonSitsInsideEntr) {
   EXPECT_TRUE(test::scalar_close(r.codebook_entropy, expected, {0.0, 1e-9}));
   EXPECT_GT(r.per_sample_entropy, 1e-7);
   EXPECT_EQ(r.entropy_penalty, 0.0);  // γ0 = γ1 and one token: the two entropies coincide
+  // The CPU op, on the float input.
+  Tensor<float, 2> zf({1, 1});
+  zf(0, 0) = 0.9f;
+  Arena ws(bsq_loss_workspace_bytes(1, cfg));
+  const BsqLossResult cpu = ops::bsq_loss(cpu_backend{}, ws, zf.view(), cfg);
+  const double pf = 1.0 / (1.0 + std::exp(4.0 * 100.0 * static_cast<double>(zf(0, 0))));
+  const double expected_f = -(pf + e) * std::log(pf + e) - (1.0 - pf + e) * std::log(1.0 - pf + e);
+  EXPECT_TRUE(test::scalar_close(cpu.per_sample_entropy, expected_f, {0.0, 1e-9}));
+  EXPECT_TRUE(test::scalar_close(cpu.codebook_entropy, expected_f, {0.0, 1e-9}));
+}
+
+TEST(BsqLossGrad, EpsilonInsideEntrShapesTheGradient) {
+  // ∂entr(p + ε)/∂z = −(ln(p + ε) + 1)·∂p/∂z with ∂p/∂z ∝ p, so the ε matters only where p is near
+  // it: bits with P(bit = −1) = σ(−4z) between 1e−7 and 1e−9 (c = 1, T = 1). There, central
+  // differences lose ~1e−3 of relative accuracy to rounding in entr(1 − p + ε) (a value next to 1),
+  // more than the ε's ~1% effect can be told from, so this checks the closed form instead: per bit,
+  //   ∂H_ps/∂z_ni = (1/N)·(ln(1 − p_ni + ε) − ln(p_ni + ε))·∂p_ni/∂z_ni,
+  //   ∂H_cb/∂z_ni = (1/N)·(ln(1 − p̄_i + ε) − ln(p̄_i + ε))·∂p_ni/∂z_ni,   ∂p/∂z = −4p(1 − p).
+  const std::int64_t n_tok = 3, l = 2;
+  Tensor<double, 2> z({n_tok, l});
+  const double values[3][2] = {{4.0, 4.3}, {4.6, 4.5}, {5.2, 4.7}};
+  for (int n = 0; n < 3; ++n)
+    for (int i = 0; i < 2; ++i) z(n, i) = values[n][i];
+  const double e = kBsqEntropyEps, dloss = 0.75;
+  auto p_of = [](double zi) { return 1.0 / (1.0 + std::exp(4.0 * zi)); };
+  for (const BsqEntropyMode mode : {BsqEntropyMode::analytical, BsqEntropyMode::group})
+    for (const bool per_sample : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << mode_name(mode) << (per_sample ? " H_ps alone" : " H_cb alone"));
+      const BsqLossConfig cfg = config(mode, 1, 1.0, per_sample ? 1.0 : 0.0, per_sample ? 0.0 : 1.0, 0.0, false);
+      Tensor<double, 2> dz({n_tok, l});
+      reference::bsq_loss_backward<double>(z.view(), cfg, dloss, HostView<const double, 2>(), dz.view());
+      for (std::int64_t i = 0; i < l; ++i) {
+        double p_bar = 0.0;
+        for (std::int64_t n = 0; n < n_tok; ++n) p_bar += p_of(z(n, i)) / static_cast<double>(n_tok);
+        for (std::int64_t n = 0; n < n_tok; ++n) {
+          const double p = p_of(z(n, i)), dp = -4.0 * p * (1.0 - p);
+          const double q = per_sample ? p : p_bar;
+          // loss = (γ0·H_ps − γ1·H_cb)/T: the codebook term enters with a minus sign.
+          const double want = dloss * (per_sample ? 1.0 : -1.0) * (std::log(1.0 - q + e) - std::log(q + e)) * dp /
+                              static_cast<double>(n_tok);
+          EXPECT_TRUE(test::scalar_close(dz(n, i), want, {0.0, 1e-8})) << "z[" << n << ", " << i << "]";
+        }
+      }
+    }
 }
 
 TEST(BsqLossGrad, ComponentsAddUpAsTheOfficialCode) {

@@ -29,7 +29,8 @@ namespace qlip {
 
 /// Arena bytes contrastive_loss / contrastive_loss_backward need for `local_rows` rows of a global
 /// batch of `global_batch`: the two [b, B] float logit blocks and 2b doubles, each allocation
-/// rounded up to the arena's alignment.
+/// rounded up to the arena's alignment. (For the whole batch the second block is the transpose of
+/// the first; it is kept separate so that a local block needs no [B, B] matrix.)
 inline std::size_t contrastive_loss_workspace_bytes(std::int64_t local_rows, std::int64_t global_batch) {
   const auto bytes = [](std::int64_t n, std::size_t size) {
     return detail::round_up(static_cast<std::size_t>(n) * size, kHostAlignment);

@@ -16,7 +16,9 @@
 ///   1 − σ(−4T·c·z_i) = σ(4T·c·z_i). Sign convention checked against the spec: this is the group
 ///   softmax with g = 1, where m = 0 is code −1 with logit −2Tcz_i and m = 1 is code +1 with logit
 ///   +2Tcz_i, so p(m = 0) = σ(−4Tcz_i). Both entropies then use G = L groups of one bit, whatever g
-///   is (g only has to divide L, as the official constructor asserts).
+///   is (g only has to divide L, as the official constructor asserts). Both entropies are symmetric
+///   under p ↔ 1 − p, so loss values and gradients would not change under the opposite convention;
+///   it matters only to whoever reads the probabilities themselves.
 /// - Per-sample entropy H_ps = (1/N)·Σ_n Σ_j Σ_m entr(p_j(m | z_n) + ε).
 /// - Codebook entropy H_cb = Σ_j Σ_m entr(p̄_j(m) + ε), p̄_j = (1/N)·Σ_n p_j(· | z_n) (all N tokens).
 /// - Penalty = γ0·H_ps − γ1·H_cb (negative values are normal).
