@@ -143,12 +143,36 @@ def _plain():
     return _top(text, vision, decoder, 24, False, True)
 
 
+def _train_tiny():
+    """Stage-1 training parity config (tools/qlip_train_reference.py, tests/data/train/).
+
+    EVA-02 block layout (SwiGLU, sub-LN, q/v bias without k bias, 2-D RoPE) in vision encoder and
+    decoder, plain GELU text tower; the real 28-bit BSQ code. Whole float32 checkpoint < 400 kB.
+    quantizer_cfg: group_size 4 (G = 7 groups of 16 codes), inv_temperature 100, gamma_0 = gamma_1 = 1
+    (QLIP class defaults; the paper gives none), persample_entropy_compute "group" (class default),
+    beta 1.0: the commitment is weighted once more by alpha_z = 1.0 of paper Table 8, so beta = 1
+    leaves that weight as the single one. Text ids: BOS 510, EOS 511 (the largest id, as in CLIP).
+    The text tower has no k bias either: softmax is invariant to q.b_k (the same for every key), so that
+    gradient is exactly 0 and the computed one is rounding noise, which Adam/LAMB normalise into
+    +-lr steps that differ between any two implementations (float32 vs float64 here: 2e-4 relative
+    per tensor after 20 LAMB steps); such a tensor cannot take part in a parity test."""
+    qc = _bsq_cfg(4)
+    qc.update(beta=1.0)
+    vision = _vision(**_eva_tower(32, 2, 2, 64, 16, 4), hidden_size_post_q=32, quantizer_cfg=qc)
+    decoder = _decoder(**_eva_tower(32, 2, 2, 64, 16, 4))
+    text = _text(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=2, max_position_embeddings=16, hidden_act="gelu",
+                 layer_norm_eps=1e-5, k_bias=False, bos_token_id=510, eos_token_id=511)
+    return _top(text, vision, decoder, 16, True, False)
+
+
 CONFIG_BUILDERS = {
     "qlip-b-16-256": lambda: _real_config(768, 12, 12, 2048, 256, 16, 512, 8, 2048, 512),
     "qlip-b-8-256": lambda: _real_config(768, 12, 12, 2048, 256, 8, 512, 8, 2048, 512),
     "qlip-l-14-392": lambda: _real_config(1024, 24, 16, 2730, 392, 14, 768, 12, 3072, 768),
     "qlip-test-tiny": _tiny,
     "qlip-test-plain": _plain,
+    "train-tiny": _train_tiny,
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +318,8 @@ class Attention(nn.Module):
         if causal:
             mask = torch.full((t, t), float("-inf"), dtype=logits.dtype).triu(1)
             logits = logits + mask
-        p = torch.softmax(logits.float(), dim=-1).to(v.dtype)
+        # float32 softmax for half types; float64 stays float64 (gradchecks of the training reference)
+        p = torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1).to(v.dtype)
         o = (p @ v).transpose(1, 2).reshape(b, t, d)
         if hasattr(self, "inner_attn_ln"):
             o = self.inner_attn_ln(o)
