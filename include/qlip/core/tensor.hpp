@@ -146,9 +146,10 @@ class TensorView {
     return v;
   }
 
-  /// New shape over the same contiguous data.
-  template <int R2>
-  TensorView<T, R2, M> reshape(const Extents<R2>& shape) const {
+  /// New shape over the same contiguous data. (N is deduced from the std::array behind Extents,
+  /// whose size parameter is a size_t, so `v.reshape(Extents<3>{...})` needs no template argument.)
+  template <std::size_t N, int R2 = static_cast<int>(N)>
+  TensorView<T, R2, M> reshape(const std::array<std::int64_t, N>& shape) const {
     QLIP_CHECK(is_contiguous(), "reshape needs a contiguous view, got shape ", shape_string<R>(shape_));
     std::int64_t n = 1;
     for (auto s : shape) n *= s;

@@ -20,7 +20,6 @@
 #include "qlip/nn/param.hpp"
 #include "qlip/reference/ops.hpp"
 #include "qlip/nn/tower_config.hpp"
-#include "qlip/reference/bsq_loss.hpp"
 
 namespace qlip::nn {
 

@@ -18,11 +18,14 @@
 #include "qlip/reference/activation.hpp"
 #include "qlip/reference/add.hpp"
 #include "qlip/reference/attention.hpp"
+#include "qlip/reference/bsq_loss.hpp"
+#include "qlip/reference/contrastive_loss.hpp"
 #include "qlip/reference/copy.hpp"
 #include "qlip/reference/embedding.hpp"
 #include "qlip/reference/gemm.hpp"
 #include "qlip/reference/l2_norm.hpp"
 #include "qlip/reference/layer_norm.hpp"
+#include "qlip/reference/mse_loss.hpp"
 #include "qlip/reference/patchify.hpp"
 #include "qlip/reference/rope.hpp"
 
@@ -176,6 +179,44 @@ void gather_rows(ref<T>, HostArg<const T, 2> x, HostView<const std::int64_t, 1> 
 template <class T>
 void gather_rows_backward(ref<T>, HostView<const std::int64_t, 1> rows, HostArg<const T, 2> dy, HostArg<T, 2> dx) {
   reference::gather_rows_backward<T>(rows, dy, dx);
+}
+
+// ---- quantiser and losses ----
+template <class T>
+void bsq_straight_through(ref<T>, HostArg<const T, 2> z, std::type_identity_t<T> q_scale, HostArg<T, 2> zq) {
+  reference::bsq_straight_through<T>(z, q_scale, zq);
+}
+template <class T>
+void bsq_straight_through_backward(ref<T>, HostArg<const T, 2> dzq, std::type_identity_t<T> q_scale, HostArg<T, 2> dz) {
+  reference::bsq_straight_through_backward<T>(dzq, q_scale, dz);
+}
+template <class T>
+BsqLossResult bsq_loss(ref<T>, Arena&, HostArg<const T, 2> z, const BsqLossConfig& cfg) {
+  return reference::bsq_loss<T>(z, cfg);
+}
+template <class T>
+void bsq_loss_backward(ref<T>, Arena&, HostArg<const T, 2> z, const BsqLossConfig& cfg, double dloss,
+                       HostArg<const T, 2> dz_q, HostArg<T, 2> dz) {
+  reference::bsq_loss_backward<T>(z, cfg, dloss, dz_q, dz);
+}
+template <class T>
+ContrastiveLossResult contrastive_loss(ref<T>, Arena&, HostArg<const T, 2> image, HostArg<const T, 2> text,
+                                       HostArg<const T, 1> logit_scale, ContrastiveRows rows = {}) {
+  return reference::contrastive_loss<T>(image, text, logit_scale, rows);
+}
+template <class T>
+void contrastive_loss_backward(ref<T>, Arena&, HostArg<const T, 2> image, HostArg<const T, 2> text,
+                               HostArg<const T, 1> logit_scale, double dloss, HostArg<T, 2> d_image, HostArg<T, 2> d_text,
+                               HostArg<T, 1> d_logit_scale, ContrastiveRows rows = {}) {
+  reference::contrastive_loss_backward<T>(image, text, logit_scale, dloss, d_image, d_text, d_logit_scale, rows);
+}
+template <class T>
+double mse_loss(ref<T>, HostArg<const T, 2> x_hat, HostArg<const T, 2> x) {
+  return reference::mse_loss<T>(x_hat, x);
+}
+template <class T>
+void mse_loss_backward(ref<T>, HostArg<const T, 2> x_hat, HostArg<const T, 2> x, double dloss, HostArg<T, 2> dx_hat) {
+  reference::mse_loss_backward<T>(x_hat, x, dloss, dx_hat);
 }
 
 }  // namespace qlip::ops
