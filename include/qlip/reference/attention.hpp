@@ -231,5 +231,13 @@ void attention_backward(HostView<const T, 4> q, HostView<const T, 4> k, HostView
   }
 }
 
+/// The float backward oracle, callable with mutable views.
+inline void attention_backward(HostView<const float, 4> q, HostView<const float, 4> k, HostView<const float, 4> v,
+                               HostView<const float, 4> out, HostView<const float, 3> lse,
+                               HostView<const float, 4> dout, HostView<float, 4> dq, HostView<float, 4> dk,
+                               HostView<float, 4> dv, float scale, AttentionMask mask) {
+  attention_backward<float>(q, k, v, out, lse, dout, dq, dk, dv, scale, mask);
+}
+
 }  // namespace reference
 }  // namespace qlip
