@@ -116,6 +116,8 @@ class VisionTower {
   void backward(Arena& arena, CView<2> d_h_patches, CView<2> d_image_embeds, CView<2> h, T* saved,
                 std::int64_t saved_size, T* work, std::int64_t work_size, std::int64_t batch,
                 const BlockArgs<T, Mem>& args) {
+    QLIP_CHECK(work_size >= workspace_elements(batch), "vision tower backward: work buffer has ", work_size,
+               " elements, needs ", workspace_elements(batch));
     Carver<T, Mem> c(saved, saved_size);
     const Saved s = carve_saved(c, batch, saved_size);
     const std::int64_t n = batch * kT;
