@@ -3,13 +3,17 @@
 ///        Table 8): parameter groups with their peak learning rates, the update rule, betas, weight
 ///        decay, clipping and the schedule.
 ///
-/// Group indices (ParameterStore::add's `group`): vision encoder E_v, text encoder E_t, pixel decoder
-/// G, and "base" for everything else (the BSQ quantizer MLPs, the projections, logit_scale), which
-/// takes the table's base peak learning rate. That the quantizer uses the base rate is [INFERRED]:
-/// the paper lists no separate quantizer rate. eps is not given by the paper (OptimizerOptions' default).
+/// Group indices (ParameterStore::add's `group`): vision encoder E_v (with visual_projection), text
+/// encoder E_t (with text_projection), pixel decoder G, and "base" for the rest (the BSQ quantizer
+/// MLPs and logit_scale), which takes the table's base peak learning rate (qlip_group_of). That the
+/// quantizer uses the base rate and that each projection goes with its tower are [INFERRED]: the
+/// paper lists no separate rates; the PyTorch trainer of tools/ uses the same rule, and
+/// tests/train/test_train_parity.cpp checks both agree tensor by tensor. eps is not given by the paper
+/// (OptimizerOptions' default).
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "qlip/train/optimizer.hpp"
@@ -18,6 +22,15 @@ namespace qlip::train {
 
 /// Group indices of the QLIP recipes.
 enum QlipGroup : int { kVisionEncoderGroup = 0, kTextEncoderGroup = 1, kDecoderGroup = 2, kBaseGroup = 3 };
+
+/// The recipe group of a QLIP parameter, by its official name.
+inline QlipGroup qlip_group_of(std::string_view name) {
+  if (name.starts_with("vision_decoder.")) return kDecoderGroup;
+  if (name.find("quant_embed") != std::string_view::npos || name == "logit_scale") return kBaseGroup;
+  if (name.starts_with("text_model.") || name.starts_with("text_projection")) return kTextEncoderGroup;
+  if (name.starts_with("vision_model.") || name.starts_with("visual_projection")) return kVisionEncoderGroup;
+  return kBaseGroup;
+}
 
 /// One stage's settings.
 struct StageRecipe {

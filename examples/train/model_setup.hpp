@@ -1,0 +1,77 @@
+/// @file model_setup.hpp
+/// @brief Building the trainable model for qlip-train: the run-time values of a from-scratch model,
+///        the flat parameter store in state_dict order with the recipe's groups, binding, and
+///        initialisation (from scratch or from a checkpoint by tensor name).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qlip/io/safetensors.hpp"
+#include "qlip/model/checkpoint.hpp"
+#include "qlip/model/qlip_trainable.hpp"
+#include "qlip/train/init.hpp"
+#include "qlip/train/parameter_store.hpp"
+#include "qlip/train/recipe.hpp"
+
+namespace qlip::train_cli {
+
+/// config.json values of a model trained from scratch (the released models' choices: MODEL.md §1.4).
+inline QlipRuntimeConfig scratch_runtime() {
+  QlipRuntimeConfig rt;
+  rt.vision = {1e-6f, Activation::gelu, true};
+  rt.decoder = {1e-6f, Activation::gelu, true};
+  rt.text = {1e-5f, Activation::gelu, false};
+  rt.group_size = 4;
+  rt.eos_token_id = 49407;
+  rt.logit_scale = 2.6592f;
+  return rt;
+}
+
+/// The quantiser losses of the released config (quantizer_cfg: T = 100, g = 4, γ0 = γ1 = 1, "group")
+/// with the commitment weight β = 1 of the stage-1 recipe (α_z = 1, MODEL.md §4.2).
+inline BsqLossConfig scratch_bsq() {
+  BsqLossConfig b;
+  b.inv_temperature = 100.0;
+  b.group_size = 4;
+  b.gamma0 = 1.0;
+  b.gamma1 = 1.0;
+  b.beta = 1.0;
+  b.mode = BsqEntropyMode::group;
+  b.l2_norm = true;
+  return b;
+}
+
+/// Registers every parameter of `model` in `store` (state_dict order, recipe groups, decay flags),
+/// freezes the store and binds the model's parameters to it.
+template <class Model>
+void build_store(Model& model, train::ParameterStore& store) {
+  model.visit_parameters([&](const std::string& name, auto& p) {
+    const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
+    store.add(name, shape, train::qlip_group_of(name), !train::default_no_decay(name, shape.size()));
+  });
+  store.freeze();
+  model.visit_parameters([&](const std::string& name, auto& p) {
+    constexpr int R = static_cast<int>(std::tuple_size_v<decltype(p.shape)>);
+    const int i = store.index_of(name);
+    p.value = store.template view<R>(i);
+    p.grad = store.template grad_view<R>(i);
+  });
+}
+
+/// Copies every parameter from a checkpoint's model.safetensors by name (any stored float dtype).
+/// @throws qlip::Error naming a missing tensor or a shape that differs
+inline void load_parameters(const SafetensorsFile& weights, train::ParameterStore& store) {
+  for (const train::ParameterInfo& info : store.infos()) {
+    QLIP_CHECK(weights.contains(info.name), weights.path(), ": tensor '", info.name, "' is missing");
+    const auto& t = weights.info(info.name);
+    const bool scalar = info.name == "logit_scale" && t.shape.empty();
+    QLIP_CHECK(scalar || t.shape == info.shape, weights.path(), ": tensor '", info.name, "' has shape ",
+               detail::vec_string(t.shape), ", the model expects ", detail::vec_string(info.shape));
+    const std::vector<float> v = weights.to_float_vector(info.name);
+    std::copy(v.begin(), v.end(), store.values().data() + info.offset);
+  }
+}
+
+}  // namespace qlip::train_cli

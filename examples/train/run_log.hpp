@@ -1,0 +1,110 @@
+/// @file run_log.hpp
+/// @brief What a training run reports: the progress line on stderr (step, each loss, images/s, ETA),
+///        the CSV log (one row per step, appended so a resumed run continues the same file) and the
+///        loss plot rendered from it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "qlip/core/error.hpp"
+#include "qlip/model/qlip_trainable.hpp"
+#include "train/plot.hpp"
+
+namespace qlip::train_cli {
+
+/// One logged step.
+struct LogRow {
+  std::int64_t step = 0;
+  Stage1Losses losses;
+  double grad_norm = 0.0;
+  double lr_factor = 0.0;
+  double images_per_second = 0.0;
+  bool applied = true;
+};
+
+inline const char* kCsvHeader =
+    "step,total,contrastive,mse,entropy_penalty,per_sample_entropy,codebook_entropy,commitment,"
+    "i2t_acc,t2i_acc,grad_norm,lr_factor,images_per_second,applied";
+
+/// Appends rows to `<out>/log.csv` (header written when the file is new or empty).
+class CsvLog {
+ public:
+  explicit CsvLog(std::string path) : path_(std::move(path)) {
+    std::ifstream probe(path_);
+    const bool fresh = !probe.good() || probe.peek() == std::ifstream::traits_type::eof();
+    out_.open(path_, std::ios::app);
+    QLIP_CHECK(out_.good(), "cannot open the training log ", path_, " for writing");
+    if (fresh) out_ << kCsvHeader << '\n';
+  }
+  void write(const LogRow& r) {
+    const Stage1Losses& l = r.losses;
+    out_.precision(9);
+    out_ << r.step << ',' << l.total << ',' << l.contrastive << ',' << l.mse << ',' << l.entropy_penalty << ','
+         << l.per_sample_entropy << ',' << l.codebook_entropy << ',' << l.commitment << ',' << l.image_to_text_accuracy
+         << ',' << l.text_to_image_accuracy << ',' << r.grad_norm << ',' << r.lr_factor << ',' << r.images_per_second
+         << ',' << (r.applied ? 1 : 0) << '\n';
+    out_.flush();
+    QLIP_CHECK(out_.good(), "writing the training log ", path_, " failed (disk full?)");
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+/// Reads the CSV back and plots total, contrastive, MSE, commitment and |entropy penalty|.
+inline void plot_log(const std::string& csv, const std::string& png, const std::string& title) {
+  std::ifstream in(csv);
+  std::string line;
+  std::getline(in, line);  // header
+  std::vector<Curve> curves = {{"total", {}, {}}, {"contrastive", {}, {}}, {"mse", {}, {}},
+                               {"commitment", {}, {}}, {"-entropy pen.", {}, {}}};
+  while (std::getline(in, line)) {
+    std::vector<double> v;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) v.push_back(std::atof(cell.c_str()));
+    if (v.size() < 14 || v[13] == 0) continue;  // skipped steps are not plotted
+    const double step = v[0];
+    const double ys[5] = {v[1], v[2], v[3], v[7], -v[4]};
+    for (int k = 0; k < 5; ++k) {
+      curves[k].x.push_back(step);
+      curves[k].y.push_back(ys[k]);
+    }
+  }
+  write_loss_plot(png, curves, title);
+}
+
+/// "step 120/3000  total 812.3  clip 2.41  mse 0.81 ...  1650 img/s  ETA 4m12s" on stderr.
+class ProgressLine {
+ public:
+  ProgressLine(std::int64_t first_step, std::int64_t last_step)
+      : first_(first_step), last_(last_step), start_(std::chrono::steady_clock::now()) {}
+  void print(const LogRow& r, std::int64_t images_done) const {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double per_step = (r.step - first_) > 0 ? secs / static_cast<double>(r.step - first_) : 0.0;
+    const double eta = per_step * static_cast<double>(last_ - r.step);
+    const Stage1Losses& l = r.losses;
+    std::fprintf(stderr,
+                 "step %lld/%lld  total %.4g  contrastive %.4g  mse %.4g  entropy %.4g  commit %.4g  "
+                 "i2t %.2f  |g| %.3g  %.0f img/s  ETA %dm%02ds%s\n",
+                 static_cast<long long>(r.step), static_cast<long long>(last_), l.total, l.contrastive, l.mse,
+                 l.entropy_penalty, l.commitment, l.image_to_text_accuracy, r.grad_norm,
+                 secs > 0 ? static_cast<double>(images_done) / secs : 0.0, static_cast<int>(eta) / 60,
+                 static_cast<int>(eta) % 60, r.applied ? "" : "  (skipped: non-finite)");
+  }
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+
+ private:
+  std::int64_t first_, last_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace qlip::train_cli
