@@ -143,7 +143,8 @@ TEST(Idx, WrongDims) {
 
 TEST(Idx, MissingFile) {
   ScratchDir dir;
-  expect_error_naming([&] { (void)read_idx(dir.file("nope.idx")); }, dir.file("nope.idx"));
+  expect_error_naming([&] { (void)read_idx(dir.file("nope.idx")); }, "cannot open " + dir.file("nope.idx"));
+  expect_error_naming([&] { (void)read_idx(dir.str()); }, "cannot read " + dir.str() + ": is a directory");
 }
 
 }  // namespace

@@ -12,6 +12,9 @@
 /// trailing bytes are both errors). Every error is one line naming the file and the problem.
 #pragma once
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -137,13 +140,21 @@ inline IdxArray parse_idx(const std::uint8_t* bytes, std::size_t size, const std
 /// Throws qlip::Error naming `path` when it is missing, a corrupt gzip stream, or not a valid IDX
 /// array with `expected_dims` (see parse_idx).
 inline IdxArray read_idx(const std::string& path, const std::vector<std::int64_t>& expected_dims = {}) {
-  std::vector<std::uint8_t> raw = qlip::detail::read_file_bytes(path);
-  if (raw.size() >= 2 && raw[0] == 0x1F && raw[1] == 0x8B) {
-    raw.clear();
-    raw.shrink_to_fit();
+  // Sniff the first two bytes only, so a 26 MB gzip file is not read twice.
+  std::uint8_t head[2] = {0, 0};
+  {
+    struct stat st {};
+    const int fd = qlip::detail::open_readonly(path, st);  // throws "cannot open <path>: <why>"
+    const ssize_t got = S_ISDIR(st.st_mode) ? -1 : ::read(fd, head, sizeof head);
+    ::close(fd);
+    if (S_ISDIR(st.st_mode)) QLIP_THROW("cannot read ", path, ": is a directory");
+    if (got < 2) head[0] = 0;
+  }
+  if (head[0] == 0x1F && head[1] == 0x8B) {
     const std::string unpacked = text::detail::read_gzip_file(path);
     return parse_idx(reinterpret_cast<const std::uint8_t*>(unpacked.data()), unpacked.size(), path, expected_dims);
   }
+  const std::vector<std::uint8_t> raw = qlip::detail::read_file_bytes(path);
   return parse_idx(raw.data(), raw.size(), path, expected_dims);
 }
 
