@@ -9,6 +9,7 @@ packages=(cmake g++ make pkg-config ccache
           libpng-dev libjpeg62-turbo-dev libwebp-dev
           libgtest-dev libgmock-dev libbenchmark-dev
           python3-skimage  # python3-skimage: real photos for tests and the demo (no Python runs)
+          dataset-fashion-mnist  # IDX files in /usr/share/datasets/fashion-mnist (data/fashion_mnist.hpp, its tests)
           clang libclang-rt-14-dev)  # the fuzzers: clang++ -fsanitize=fuzzer links libclang_rt.fuzzer from libclang-rt-14-dev
 missing=()
 for p in "${packages[@]}"; do

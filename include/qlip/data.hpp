@@ -1,0 +1,12 @@
+/// @file data.hpp
+/// @brief Training data: IDX files, Fashion-MNIST, caption templates, image–caption manifests and
+///        the deterministic batch loader.
+#pragma once
+
+#include "qlip/data/captions.hpp"
+#include "qlip/data/fashion_mnist.hpp"
+#include "qlip/data/idx.hpp"
+#include "qlip/data/loader.hpp"
+#include "qlip/data/manifest.hpp"
+#include "qlip/data/random.hpp"
+#include "qlip/data/source.hpp"
