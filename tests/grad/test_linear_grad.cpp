@@ -47,7 +47,9 @@ TEST(LinearGrad, ReferenceMatchesFiniteDifferences) {
 
 TEST(LinearGrad, CpuMatchesReferenceAndAccumulates) {
   std::uint64_t seed = 200;
-  for (const LinearCase& c : {LinearCase{3, 5, 4, true}, LinearCase{33, 70, 19, true}, LinearCase{64, 128, 96, false}}) {
+  // The last two are big enough for per-thread slabs: by rows of dx and dw, then dw by columns (N = 8).
+  for (const LinearCase& c : {LinearCase{3, 5, 4, true}, LinearCase{33, 70, 19, true}, LinearCase{64, 128, 96, false},
+                              LinearCase{512, 96, 64, true}, LinearCase{2048, 64, 8, true}}) {
     SCOPED_TRACE(::testing::Message() << c.m << "x" << c.k << " -> " << c.n);
     Tensor<double, 2> xd({c.m, c.k}), wd({c.n, c.k}), dyd({c.m, c.n}), dw0({c.n, c.k});
     Tensor<double, 1> db0({c.n});

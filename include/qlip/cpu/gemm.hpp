@@ -240,22 +240,59 @@ inline void linear(cpu_backend, HostView<const float, 2> x, HostView<const float
 }
 
 /// Backward of linear (formulas and the empty-view rule as reference::linear_backward):
-/// dx = dy·w (=), dw += dyᵀ·x, db += Σ_rows dy. Each product is one GEMM on views; no copies of
-/// dy or x are made for the transposes.
+/// dx = dy·w (=), dw += dyᵀ·x, db += Σ_rows dy. Each product runs as independent per-thread slabs
+/// of its output, each one single-threaded Eigen GEMM on views (no copies for the transposes):
+/// Eigen's own threading splits a product with a long inner dimension and a small output (dw: the
+/// inner dimension is the batch of rows) into many synchronised panels, which measured ~25× slower
+/// than one thread for the demo model's shapes on 2 cores. Slabs make every thread's work
+/// independent and the result deterministic for a given thread count.
 /// @param x  [M, K] the forward input
 /// @param w  [N, K] the forward weight
 /// @param dy [M, N] upstream gradient
 /// @param dx [M, K] written, or empty; must not overlap dy or w
 /// @param dw [N, K] accumulated, or empty
 /// @param db [N] accumulated, or empty
-inline void linear_backward(cpu_backend be, HostView<const float, 2> x, HostView<const float, 2> w,
+inline void linear_backward(cpu_backend, HostView<const float, 2> x, HostView<const float, 2> w,
                             HostView<const float, 2> dy, HostView<float, 2> dx, HostView<float, 2> dw,
                             HostView<float, 1> db) {
   detail::check_linear_backward_shapes(x, w, dy, dx, dw, db);
-  if (!dx.empty()) gemm(be, dy, w, dx);
-  if (!dw.empty()) gemm(be, dy.transpose(0, 1), x, dw, 1.0f, 1.0f);
+  const std::int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  if (!dx.empty()) {
+    if (n == 0) {
+      detail::cpu::scale_matrix(dx, 0.0f);
+    } else {
+      const int threads = detail::cpu::linear_threads(m, n, k);
+      const bool by_rows = m >= 32 * threads;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+      {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        if (by_rows) {
+          const auto [r0, r1] = detail::cpu::split_range(m, t, nt);
+          if (r1 > r0) detail::cpu::gemm_eigen(dy.slice(0, r0, r1), w, dx.slice(0, r0, r1), 1.0f, 0.0f, nullptr);
+        } else {
+          const auto [c0, c1] = detail::cpu::split_range(k, t, nt, 16);
+          if (c1 > c0) detail::cpu::gemm_eigen(dy, w.slice(1, c0, c1), dx.slice(1, c0, c1), 1.0f, 0.0f, nullptr);
+        }
+      }
+    }
+  }
+  if (!dw.empty() && m > 0) {
+    const int threads = detail::cpu::linear_threads(n, m, k);
+    const bool by_rows = n >= 16 * threads;  // rows of dw = output features
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      if (by_rows) {
+        const auto [r0, r1] = detail::cpu::split_range(n, t, nt, 8);
+        if (r1 > r0)
+          detail::cpu::gemm_eigen(dy.slice(1, r0, r1).transpose(0, 1), x, dw.slice(0, r0, r1), 1.0f, 1.0f, nullptr);
+      } else {
+        const auto [c0, c1] = detail::cpu::split_range(k, t, nt, 16);
+        if (c1 > c0) detail::cpu::gemm_eigen(dy.transpose(0, 1), x.slice(1, c0, c1), dw.slice(1, c0, c1), 1.0f, 1.0f, nullptr);
+      }
+    }
+  }
   if (!db.empty()) {
-    const std::int64_t m = dy.size(0), n = dy.size(1);
     // Rows outer, columns inner: contiguous dy rows vectorise; one pass over dy.
     for (std::int64_t i = 0; i < m; ++i)
       for (std::int64_t j = 0; j < n; ++j) db(j) += dy(i, j);
