@@ -26,7 +26,9 @@ struct TrainTinyQlip {
 
 namespace test {
 /// A file or folder under tests/data/train/.
-inline std::string train_data(const std::string& p) { return std::string(QLIP_TEST_DATA_DIR) + "/train/" + p; }
+inline std::string train_data(const std::string& p) {
+  return std::string(QLIP_TEST_DATA_DIR) + "/train/" + p;
+}
 }  // namespace test
 
 }  // namespace qlip

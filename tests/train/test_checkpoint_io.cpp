@@ -220,9 +220,8 @@ TEST(CheckpointIo, TokenizerAndGeneratedFilesAreWritten) {
   train::CheckpointContents c = loaded.contents();
   c.files.push_back({"vocab.json", "{\"a</w>\": 0}"});
   c.files.push_back({"merges.txt", "#version: 0.2\n"});
-  c.generated_files.push_back({"notes.txt", [](const std::string& path) {
-                                 qlip::detail::write_file_atomic(path, "note", 4);
-                               }});
+  c.generated_files.push_back(
+      {"notes.txt", [](const std::string& path) { qlip::detail::write_file_atomic(path, "note", 4); }});
   const std::string out = scratch.path("ckpt");
   train::write_checkpoint(out, rig->store, c);
   EXPECT_EQ(file_bytes(out + "/vocab.json"), "{\"a</w>\": 0}");
@@ -233,8 +232,12 @@ TEST(CheckpointIo, TokenizerAndGeneratedFilesAreWritten) {
   std::vector<std::string> names;
   for (const auto& f : again.files) names.push_back(f.name);
   EXPECT_EQ(names, (std::vector<std::string>{"preprocessor_config.json", "vocab.json", "merges.txt"}));
-  test::expect_error_naming([&] { c.files.push_back({"config.json", "{}"}); train::write_checkpoint(out, rig->store, c); },
-                            "'config.json' is written by write_checkpoint itself");
+  test::expect_error_naming(
+      [&] {
+        c.files.push_back({"config.json", "{}"});
+        train::write_checkpoint(out, rig->store, c);
+      },
+      "'config.json' is written by write_checkpoint itself");
 }
 
 TEST(CheckpointIo, CheckpointOfAnotherConfigNamesTheField) {
@@ -323,6 +326,19 @@ TEST(CheckpointIo, WriteErrorsNameTheFieldOrFileAndWriteNothing) {
                               "preprocessor_config.json: crop size 224x224 is not the model's image size 16");
     EXPECT_FALSE(fs::exists(out));
   }
+  {
+    // Tensors that are not of the structure config.json is written for: the written folder does
+    // not load, so it is not committed.
+    train::ParameterStore other;
+    for (const auto& info : rig->store.infos())
+      other.add(info.name, info.name == "visual_projection.weight" ? std::vector<std::int64_t>{17, 32} : info.shape,
+                info.group, info.decay);
+    other.freeze();
+    test::expect_error_naming([&] { train::write_checkpoint(out, other, loaded.contents()); },
+                              "visual_projection.weight");
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_TRUE(leftovers(out).empty());
+  }
   // A folder that is not a checkpoint is never replaced.
   const std::string other = scratch.path("my-notes");
   fs::create_directories(other);
@@ -370,7 +386,8 @@ TEST(CheckpointIo, InterruptedWriteLeavesThePreviousCheckpoint) {
   contents.generated_files.clear();
 
   // A failure injected before every step, the swap between the two renames included.
-  for (const std::string at : {"model.safetensors", "config.json", "preprocessor_config.json", "commit", "swap"}) {
+  for (const std::string at :
+       {"model.safetensors", "config.json", "preprocessor_config.json", "verify", "commit", "swap"}) {
     SCOPED_TRACE(at);
     train::CheckpointWriteOptions o;
     o.before_step = [&](const std::string& s) {

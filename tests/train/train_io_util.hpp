@@ -103,7 +103,7 @@ struct TrainTinyRig {
     bsq.gamma1 = hp.at("gamma_1").get<double>();
     bsq.beta = hp.at("beta").get<double>();
     bsq.mode = hp.at("persample_entropy_compute").get<std::string>() == "group" ? BsqEntropyMode::group
-                                                                               : BsqEntropyMode::analytical;
+                                                                                : BsqEntropyMode::analytical;
     weights = {hp.at("alpha_a").get<double>(), hp.at("alpha_r").get<double>(), hp.at("alpha_q").get<double>(),
                hp.at("alpha_z").get<double>()};
     model = std::make_unique<Model>(rt, bsq);
@@ -163,8 +163,8 @@ inline std::unique_ptr<TrainTinyRig> load_rig(const std::string& dir, train::Loa
   train::recover_checkpoint_dir(dir);
   Checkpoint ck = open_checkpoint(dir);
   auto rig = std::make_unique<TrainTinyRig>(ck.runtime);
-  train::LoadedCheckpoint l = train::load_checkpoint(std::move(ck), rig->store, TrainTinyQlip::config,
-                                                     TrainTinyQlip::name);
+  train::LoadedCheckpoint l =
+      train::load_checkpoint(std::move(ck), rig->store, TrainTinyQlip::config, TrainTinyQlip::name);
   if (loaded != nullptr) *loaded = std::move(l);
   return rig;
 }

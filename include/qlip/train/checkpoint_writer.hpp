@@ -24,7 +24,8 @@
 ///    caller's generated files (GeneratedFile, e.g. train_state_file() of train/train_state.hpp).
 ///
 /// Atomicity (never a moment without a valid checkpoint at `<dir>` or `<dir>.old`):
-///  1. everything is written into `<dir>.tmp-<pid>` (each file fsync'd, then the folder);
+///  1. everything is written into `<dir>.tmp-<pid>` (each file fsync'd, then the folder), and the
+///     new folder is opened with open_checkpoint() (a folder the loader refuses is never committed);
 ///  2. an existing `<dir>` is renamed to `<dir>.old`, `<dir>.tmp-<pid>` to `<dir>`, the parent
 ///     folder is fsync'd, and `<dir>.old` is removed;
 ///  3. any failure before step 2 removes the temporary folder and leaves `<dir>` as it was; a
@@ -113,14 +114,15 @@ struct CheckpointFile {
 /// A file the caller writes into the new folder: write(path) must create `path`, complete and
 /// fsync'd (write_safetensors and write_file_atomic do both), or throw.
 struct GeneratedFile {
-  std::string name;                                   ///< plain file name inside the folder
+  std::string name;  ///< plain file name inside the folder
   std::function<void(const std::string& path)> write;
 };
 
 /// Files of a checkpoint folder that are tokenizer files (copied when present, QLIP_SPEC.md §1.2).
 inline const std::vector<std::string>& tokenizer_file_names() {
-  static const std::vector<std::string> names = {"vocab.json", "merges.txt", "tokenizer_config.json",
-                                                 "special_tokens_map.json", "tokenizer.json", "added_tokens.json"};
+  static const std::vector<std::string> names = {
+      "vocab.json",     "merges.txt",       "tokenizer_config.json", "special_tokens_map.json",
+      "tokenizer.json", "added_tokens.json"};
   return names;
 }
 
@@ -144,8 +146,9 @@ struct CheckpointContents {
 /// Options of write_checkpoint().
 struct CheckpointWriteOptions {
   /// Called before each step of the write with the step's name: the name of the file about to be
-  /// written into the temporary folder ("model.safetensors", "config.json", ...), "commit" before
-  /// the old folder is renamed away and "swap" between the two renames. Throwing from it simulates
+  /// written into the temporary folder ("model.safetensors", "config.json", ...), "verify" before
+  /// the new folder is opened, "commit" before the old folder is renamed away and "swap" between
+  /// the two renames. Throwing from it simulates
   /// a failure at that point (tests of the atomicity guarantee); empty: nothing is called.
   std::function<void(const std::string& step)> before_step;
 };
@@ -352,8 +355,8 @@ inline std::vector<std::string> config_differences(const QlipConfig& got, const 
   std::vector<std::string> out;
   for (std::size_t i = 0; i < a.size(); ++i)
     if (a[i].value != b[i].value)
-      out.push_back(ckpt_detail::field_name(a[i].section, a[i].key) + " = " + a[i].value.dump() + " in the checkpoint, " +
-                    b[i].value.dump() + " in " + std::string(want_name));
+      out.push_back(ckpt_detail::field_name(a[i].section, a[i].key) + " = " + a[i].value.dump() +
+                    " in the checkpoint, " + b[i].value.dump() + " in " + std::string(want_name));
   return out;
 }
 
@@ -375,7 +378,9 @@ inline fs::path checkpoint_path(const std::string& dir) {
   return p;
 }
 
-inline fs::path sibling(const fs::path& p, const std::string& suffix) { return fs::path(p.string() + suffix); }
+inline fs::path sibling(const fs::path& p, const std::string& suffix) {
+  return fs::path(p.string() + suffix);
+}
 
 /// fsync of a folder, so a rename or a new entry in it survives a power cut.
 inline void fsync_dir(const fs::path& dir) {
@@ -386,7 +391,8 @@ inline void fsync_dir(const fs::path& dir) {
   const int err = errno;
   ::close(fd);
   // EINVAL: the filesystem cannot sync folders (some network and FUSE ones); nothing to do then.
-  if (rc != 0 && err != EINVAL) QLIP_THROW("fsync failed for folder ", d.string(), ": ", qlip::detail::errno_string(err));
+  if (rc != 0 && err != EINVAL)
+    QLIP_THROW("fsync failed for folder ", d.string(), ": ", qlip::detail::errno_string(err));
 }
 
 inline void rename_or_throw(const fs::path& from, const fs::path& to) {
@@ -498,7 +504,8 @@ inline void write_checkpoint(const std::string& dir, const ParameterStore& store
     entries.push_back({info.name, DType::f32, std::move(shape), values.data() + info.offset});
   }
   for (const ExtraTensor& t : contents.extra_tensors) {
-    QLIP_CHECK(!store.contains(t.name), "write_checkpoint: extra tensor '", t.name, "' is also a parameter of the store");
+    QLIP_CHECK(!store.contains(t.name), "write_checkpoint: extra tensor '", t.name,
+               "' is also a parameter of the store");
     std::int64_t n = 1;
     for (std::int64_t d : t.shape) n *= d;
     QLIP_CHECK(static_cast<std::int64_t>(t.bytes.size()) == n * static_cast<std::int64_t>(dtype_size(t.dtype)),
@@ -514,8 +521,8 @@ inline void write_checkpoint(const std::string& dir, const ParameterStore& store
   const bool replacing = fs::exists(p, ec);
   if (replacing) {
     QLIP_CHECK(fs::is_directory(p, ec), "write_checkpoint: '", p.string(), "' exists and is not a folder");
-    const bool looks_like_checkpoint = fs::exists(p / "config.json", ec) || fs::exists(p / "model.safetensors", ec) ||
-                                       fs::is_empty(p, ec);
+    const bool looks_like_checkpoint =
+        fs::exists(p / "config.json", ec) || fs::exists(p / "model.safetensors", ec) || fs::is_empty(p, ec);
     QLIP_CHECK(looks_like_checkpoint, "write_checkpoint: '", p.string(),
                "' exists and holds neither config.json nor model.safetensors; refusing to replace it");
   }
@@ -547,6 +554,13 @@ inline void write_checkpoint(const std::string& dir, const ParameterStore& store
       QLIP_CHECK(fs::is_regular_file(path, ec), "write_checkpoint: the writer of '", g.name, "' did not create ", path);
     }
     ckpt_detail::fsync_dir(tmp);
+    // What is committed must load: the loader's own detection and cross-checks on the new folder,
+    // and the structure it detects must be the one config.json was written for.
+    step("verify");
+    const Checkpoint written = open_checkpoint(tmp.string());
+    const std::vector<std::string> diff = config_differences(written.structure, contents.structure, "the config");
+    QLIP_CHECK(diff.empty(), "write_checkpoint('", dir, "'): the store's tensors do not have the structure of ",
+               "CheckpointContents::structure: ", diff.empty() ? "" : diff.front());
     step("commit");
   } catch (...) {
     fs::remove_all(tmp, ec);

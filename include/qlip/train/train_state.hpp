@@ -55,10 +55,10 @@ inline constexpr int kTrainStateVersion = 1;
 
 /// Where the run is, besides the optimiser: plain integers the caller owns.
 struct TrainProgress {
-  std::int64_t epoch = 0;          ///< passes over the data completed
-  std::int64_t batch_index = 0;    ///< the next batch of the current epoch
-  std::uint64_t rng_seed = 0;      ///< Philox key
-  std::uint64_t rng_counter = 0;   ///< next Philox counter
+  std::int64_t epoch = 0;         ///< passes over the data completed
+  std::int64_t batch_index = 0;   ///< the next batch of the current epoch
+  std::uint64_t rng_seed = 0;     ///< Philox key
+  std::uint64_t rng_counter = 0;  ///< next Philox counter
   constexpr bool operator==(const TrainProgress&) const = default;
 };
 
@@ -94,7 +94,9 @@ inline std::uint64_t parameter_layout_hash(const ParameterStore& store) {
 
 namespace state_detail {
 
-inline const char* optimizer_name(OptimizerKind k) { return k == OptimizerKind::lamb ? "lamb" : "adamw"; }
+inline const char* optimizer_name(OptimizerKind k) {
+  return k == OptimizerKind::lamb ? "lamb" : "adamw";
+}
 
 inline std::string hex64(std::uint64_t v) {
   static const char* digits = "0123456789abcdef";
@@ -145,7 +147,8 @@ I metadata_integer(const SafetensorsFile& f, const std::string& key) {
   I v{};
   const auto r = std::from_chars(s.data(), s.data() + s.size(), v, key == "layout_hash" ? 16 : 10);
   if (r.ec != std::errc() || r.ptr != s.data() + s.size() || s.empty())
-    QLIP_THROW(f.path(), ": training state metadata '", key, "' = \"", qlip::detail::utf8_prefix(s, 40), "\" is not an integer");
+    QLIP_THROW(f.path(), ": training state metadata '", key, "' = \"", qlip::detail::utf8_prefix(s, 40),
+               "\" is not an integer");
   return v;
 }
 
@@ -207,7 +210,7 @@ inline void write_train_state(const std::string& path, std::string_view config_n
   std::vector<SafetensorsEntry> entries;
   entries.reserve(2 * store.infos().size());
   for (const auto& [prefix, base] : {std::pair<std::string, const float*>{"exp_avg/", st.exp_avg.data()},
-                                      std::pair<std::string, const float*>{"exp_avg_sq/", st.exp_avg_sq.data()}})
+                                     std::pair<std::string, const float*>{"exp_avg_sq/", st.exp_avg_sq.data()}})
     for (const ParameterInfo& info : store.infos())
       entries.push_back({prefix + info.name, DType::f32, info.shape, base + info.offset});
   write_safetensors(path, entries, meta);
@@ -236,8 +239,8 @@ inline TrainStateInfo read_train_state_info(const std::string& path) {
   TrainStateInfo info;
   info.config_name = state_detail::metadata_text(f, "config_name");
   const std::string& opt = state_detail::metadata_text(f, "optimizer");
-  QLIP_CHECK(opt == "adamw" || opt == "lamb", path, ": training state metadata 'optimizer' = \"", qlip::detail::utf8_prefix(opt, 40),
-             "\", expected \"adamw\" or \"lamb\"");
+  QLIP_CHECK(opt == "adamw" || opt == "lamb", path, ": training state metadata 'optimizer' = \"",
+             qlip::detail::utf8_prefix(opt, 40), "\", expected \"adamw\" or \"lamb\"");
   info.optimizer = opt == "lamb" ? OptimizerKind::lamb : OptimizerKind::adamw;
   info.step = state_detail::metadata_integer<std::int64_t>(f, "step");
   info.progress.epoch = state_detail::metadata_integer<std::int64_t>(f, "epoch");
@@ -282,7 +285,7 @@ inline TrainStateInfo read_train_state(const std::string& path, std::string_view
     }
   OptimizerState st = opt.state();
   for (const auto& [prefix, base] : {std::pair<std::string, float*>{"exp_avg/", st.exp_avg.data()},
-                                      std::pair<std::string, float*>{"exp_avg_sq/", st.exp_avg_sq.data()}})
+                                     std::pair<std::string, float*>{"exp_avg_sq/", st.exp_avg_sq.data()}})
     for (const ParameterInfo& p : store.infos()) {
       const std::span<const std::byte> b = f.bytes(prefix + p.name);
       if (!b.empty()) std::memcpy(base + p.offset, b.data(), b.size());
