@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/train_tiny.hpp"
 #include "qlip/cpu/activation.hpp"
 #include "qlip/cpu/add.hpp"
 #include "qlip/cpu/attention.hpp"
@@ -40,21 +41,6 @@
 
 namespace qlip {
 namespace {
-
-/// tests/data/train/train-tiny: EVA-02 vision/decoder (width 32, 2 layers, SwiGLU 64, no k bias),
-/// a plain text tower (width 32, 2 layers, vocab 512, context 16, no k bias), 28-bit BSQ.
-struct TrainTinyQlip {
-  static constexpr const char* name = "train-tiny";
-  static constexpr QlipConfig config{
-      .vision = {16, 4, 3, {32, 2, 2, 64, MlpKind::swiglu, true, true, false, true}},
-      .quantizer = {28, 32},
-      .decoder = {16, 4, 3, {32, 2, 2, 64, MlpKind::swiglu, true, true, false, true}},
-      .text = {512, 16, {32, 2, 2, 64, MlpKind::plain, false, true, false, true}},
-      .projection_dim = 16,
-      .vision_projection_bias = true,
-      .text_projection_bias = false,
-  };
-};
 
 constexpr double kParity = 1e-4;  // the acceptance tolerance, relative
 
