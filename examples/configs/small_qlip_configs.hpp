@@ -8,6 +8,7 @@
 /// TypeList handed to `with_qlip_model<List>(dir, f)` — or `QlipModel<Tag>::load(dir)` for one config.
 #pragma once
 
+#include "configs/demo_qlip_config.hpp"
 #include "qlip/model/config.hpp"
 
 namespace qlip {
@@ -45,7 +46,8 @@ static_assert(qlip_config_tag<QlipTestTiny> && qlip_config_tag<QlipTestPlain>);
 /// The small configs alone.
 using SmallQlipConfigs = TypeList<QlipTestTiny, QlipTestPlain>;
 
-/// What the example programs dispatch over: the released configs and the small ones.
-using ExampleQlipConfigs = TypeList<QlipB16_256, QlipB8_256, QlipL14_392, QlipTestTiny, QlipTestPlain>;
+/// What the example programs dispatch over: the released configs, the small test ones and the demo
+/// config qlip-train builds (so `qlip` reads what `qlip-train` writes).
+using ExampleQlipConfigs = TypeList<QlipB16_256, QlipB8_256, QlipL14_392, QlipTestTiny, QlipTestPlain, QlipDemoFashion>;
 
 }  // namespace qlip

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -32,10 +33,13 @@ inline const char* kCsvHeader =
     "step,total,contrastive,mse,entropy_penalty,per_sample_entropy,codebook_entropy,commitment,"
     "i2t_acc,t2i_acc,grad_norm,lr_factor,images_per_second,applied";
 
-/// Appends rows to `<out>/log.csv` (header written when the file is new or empty).
+/// Appends rows to `<out>/log.csv` (header written when the file is new or empty). A resumed run
+/// first drops the rows after the step it resumes from (steps the killed run logged after its last
+/// save), so the file holds each step once and equals an uninterrupted run's.
 class CsvLog {
  public:
-  explicit CsvLog(std::string path) : path_(std::move(path)) {
+  explicit CsvLog(std::string path, std::int64_t keep_up_to_step = -1) : path_(std::move(path)) {
+    if (keep_up_to_step >= 0) truncate_after(keep_up_to_step);
     std::ifstream probe(path_);
     const bool fresh = !probe.good() || probe.peek() == std::ifstream::traits_type::eof();
     out_.open(path_, std::ios::app);
@@ -55,6 +59,21 @@ class CsvLog {
   const std::string& path() const { return path_; }
 
  private:
+  void truncate_after(std::int64_t step) {
+    std::ifstream in(path_);
+    if (!in.good()) return;
+    std::string line, kept;
+    bool header = true;
+    while (std::getline(in, line)) {
+      if (header || std::atoll(line.c_str()) <= step) kept += line + "\n";
+      header = false;
+    }
+    in.close();
+    std::ofstream out(path_, std::ios::trunc);
+    out << kept;
+    QLIP_CHECK(out.good(), "rewriting the training log ", path_, " failed");
+  }
+
   std::string path_;
   std::ofstream out_;
 };

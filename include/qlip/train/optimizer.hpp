@@ -100,7 +100,7 @@ class Optimizer {
     if (options_.kind == OptimizerKind::lamb)
       lamb_scratch_.resize(static_cast<std::size_t>(ops::lamb_scratch_size(segments_)));
     // The remaining checks (betas, eps) are the op's own; run them now so a bad option fails here.
-    detail::check_optimizer_args("Optimizer", store_.values(), store_.grads(), state().exp_avg, state().exp_avg_sq,
+    qlip::detail::check_optimizer_args("Optimizer", store_.values(), store_.grads(), state().exp_avg, state().exp_avg_sq,
                                  std::span<const OptimizerSegment>(segments_), hyper_params(1, 1.0));
   }
 

@@ -1,0 +1,168 @@
+/// @file qlip_train.cpp
+/// @brief `qlip-train`: stage-1 QLIP training (MODEL.md §4.1: text + vision encoders, BSQ quantizer and
+///        decoder jointly; contrastive + MSE + BSQ entropy/commitment; LAMB) on Fashion-MNIST or a
+///        user's images and captions, on the CPU.
+///
+///   qlip_train --out out/run [--data fashion-mnist | --manifest captions.tsv|DIR]
+///              [--steps N] [--batch B] [--optimizer lamb|adamw] [--warmup W] [--seed S] [--threads T]
+///              [--init CHECKPOINT] [--resume] [--save-every N] [--grid-every N] [--log-every N]
+///
+/// Writes into --out: checkpoint/ (the official layout: config.json, model.safetensors,
+/// preprocessor_config.json, the CLIP vocabulary, and training_state.safetensors with the optimiser
+/// moments, step and data position), log.csv (one row per step), loss.png, recon.png
+/// (inputs | reconstructions). docs/TRAINING.md is
+/// the manual. Errors: one line on stderr, "qlip-train: error: <message>", exit 1 (2 for a bad
+/// command line).
+
+#include <omp.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "configs/demo_qlip_config.hpp"
+#include "qlip/cpu/activation.hpp"
+#include "qlip/cpu/add.hpp"
+#include "qlip/cpu/attention.hpp"
+#include "qlip/cpu/bsq_loss.hpp"
+#include "qlip/cpu/contrastive_loss.hpp"
+#include "qlip/cpu/copy.hpp"
+#include "qlip/cpu/embedding.hpp"
+#include "qlip/cpu/gemm.hpp"
+#include "qlip/cpu/l2_norm.hpp"
+#include "qlip/cpu/layer_norm.hpp"
+#include "qlip/cpu/mse_loss.hpp"
+#include "qlip/cpu/patchify.hpp"
+#include "qlip/cpu/rope.hpp"
+#include "qlip/model/qlip_trainable.hpp"
+#include "qlip/train/optimizer.hpp"
+#include "qlip/train/recipe.hpp"
+#include "qlip/train/trainer.hpp"
+#include "train/data_source.hpp"
+#include "train/model_setup.hpp"
+#include "train/recon_grid.hpp"
+#include "train/run_log.hpp"
+#include "train/run_state.hpp"
+#include "cli/util.hpp"
+
+namespace {
+
+using namespace qlip;
+using namespace qlip::train_cli;
+using Model = QlipTrainable<QlipDemoFashion, cpu_backend>;
+
+struct Options {
+  std::string out = "out/train";
+  std::string data = "fashion-mnist";
+  std::string data_dir;  // where the Fashion-MNIST files are (default: the Debian package's folder)
+  std::string manifest, init, vocab;
+  std::int64_t steps = 1000, batch = 64, warmup = 100, save_every = 200, grid_every = 200, log_every = 10;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  std::string optimizer = "lamb";
+  double lr_scale = 1.0;
+  bool resume = false;
+};
+
+int run(const Options& o) {
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+  std::filesystem::create_directories(o.out);
+  const std::string ckpt_dir = o.out + "/checkpoint";
+  const std::string vocab = find_vocab(o.vocab);
+
+  Model model(scratch_runtime(), scratch_bsq(), cpu_backend{o.threads});
+  train::ParameterStore store;
+  build_store(model, store);
+
+  train::StageRecipe recipe = train::qlip_stage1_recipe();
+  recipe.options.kind = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::lamb;
+  if (recipe.options.kind == train::OptimizerKind::lamb) recipe.options.eps = 1e-6;
+  recipe.options.schedule = {o.warmup, o.steps, 0.0};
+  for (auto& g : recipe.groups) g.peak_lr *= o.lr_scale;
+  train::Optimizer opt(store, recipe.groups, recipe.options);
+  float* logit_scale = store.values().data() + store.infos()[static_cast<std::size_t>(store.index_of("logit_scale"))].offset;
+  train::Trainer trainer(store, opt, {recipe.max_grad_norm, 5}, [&] { *logit_scale = clamp_logit_scale(*logit_scale); });
+
+  TrainData data = open_train_data(o.data, o.data_dir, o.manifest, vocab, QlipDemoFashion::config, o.batch,
+                                   o.seed, o.threads);
+  std::int64_t start = 0;
+  if (o.resume) {
+    start = restore_run(ckpt_dir, QlipDemoFashion::name, QlipDemoFashion::config, store, opt, data);
+    std::fprintf(stderr, "qlip-train: resumed at step %lld from %s\n", static_cast<long long>(start), o.out.c_str());
+  } else if (!o.init.empty()) {
+    const Checkpoint ck = open_checkpoint(o.init);
+    QLIP_CHECK(ck.structure == QlipDemoFashion::config, o.init, " is not a ", QlipDemoFashion::name,
+               " checkpoint (its structure differs from the config this trainer builds)");
+    load_parameters(*ck.file, store);
+  } else {
+    train::initialize_parameters(store, o.seed);
+  }
+
+  model.prepare(o.batch, QlipDemoFashion::config.text.context_length);
+  CsvLog csv(o.out + "/log.csv", o.resume ? start : 0);  // a fresh run starts a fresh log
+  ProgressLine progress(start, o.steps);
+  std::int64_t images = 0;
+  for (std::int64_t step = start; step < o.steps; ++step) {
+    const data::Batch& b = data.next();
+    store.zero_grad();
+    const HostView<const std::int32_t, 1> ids_flat(b.tokens.data(), {b.tokens.numel()});
+    const Stage1Losses losses = model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, Stage1Weights{});
+    const train::StepOutcome out = trainer.apply(losses.total);
+    images += o.batch;
+    const LogRow row{step + 1, losses, out.grad_norm, out.lr_factor, images / std::max(progress.seconds(), 1e-9),
+                     out.applied};
+    csv.write(row);
+    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps || !out.applied) progress.print(row, images);
+    if ((step + 1) % o.grid_every == 0 || step + 1 == o.steps)
+      write_reconstruction_grid(o.out + "/recon.png", b.pixels.view(), model.reconstruction());
+    if ((step + 1) % o.save_every == 0 || step + 1 == o.steps) {
+      save_run(ckpt_dir, vocab, QlipDemoFashion::name, QlipDemoFashion::config, scratch_runtime(), store, opt, data,
+               o.seed);
+      plot_log(csv.path(), o.out + "/loss.png", std::string("qlip-train ") + QlipDemoFashion::name);
+    }
+  }
+  std::fprintf(stderr, "qlip-train: %lld steps in %.1f s, checkpoint in %s\n", static_cast<long long>(o.steps - start),
+               progress.seconds(), ckpt_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"qlip-train: stage-1 QLIP training (contrastive + MSE + BSQ, LAMB) on the CPU"};
+  Options o;
+  app.add_option("--out", o.out, "output folder (checkpoint/, log.csv, loss.png, recon.png)");
+  app.add_option("--data", o.data, "fashion-mnist (or give --manifest)");
+  app.add_option("--data-dir", o.data_dir, "folder with the Fashion-MNIST idx files (default: the Debian package's)");
+  app.add_option("--manifest", o.manifest, "TSV of image path <TAB> caption, or a folder of images with same-named .txt captions");
+  app.add_option("--vocab", o.vocab, "CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz)");
+  app.add_option("--steps", o.steps, "optimiser steps in total")->check(CLI::PositiveNumber);
+  app.add_option("--batch", o.batch, "images per step")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", o.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber);
+  app.add_option("--optimizer", o.optimizer, "lamb (stage 1 recipe) or adamw")->check(CLI::IsMember({"lamb", "adamw"}));
+  app.add_option("--lr-scale", o.lr_scale, "multiplies every group's peak learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--seed", o.seed, "initialisation and data-order seed");
+  app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--init", o.init, "start from this checkpoint instead of random initialisation");
+  app.add_flag("--resume", o.resume, "continue the run in --out exactly where its last save left it");
+  app.add_option("--save-every", o.save_every, "checkpoint + training state every N steps")->check(CLI::PositiveNumber);
+  app.add_option("--grid-every", o.grid_every, "reconstruction grid every N steps")->check(CLI::PositiveNumber);
+  app.add_option("--log-every", o.log_every, "progress line every N steps")->check(CLI::PositiveNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "qlip-train: error: %s\n", qlip::cli::one_line_message(e.what(), false).c_str());
+    return 1;
+  }
+}

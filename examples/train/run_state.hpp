@@ -1,0 +1,57 @@
+/// @file run_state.hpp
+/// @brief Saving and resuming a qlip-train run: one checkpoint folder in the official layout that
+///        also holds the training state (optimiser moments, step, loader position), committed
+///        together atomically (train/checkpoint_writer.hpp), so a kill at any moment leaves either
+///        the previous save or the new one, never a mix.
+#pragma once
+
+#include <string>
+
+#include "qlip/train/checkpoint_writer.hpp"
+#include "qlip/reference/rope.hpp"
+#include "qlip/train/train_state.hpp"
+#include "train/data_source.hpp"
+
+namespace qlip::train_cli {
+
+/// Writes `dir` (config.json, model.safetensors, preprocessor_config.json, the CLIP vocabulary,
+/// training_state.safetensors) for the state after `step` steps.
+inline void save_run(const std::string& dir, const std::string& vocab_gz, const char* config_name,
+                     const QlipConfig& structure, const QlipRuntimeConfig& rt, train::ParameterStore& store,
+                     train::Optimizer& opt, const TrainData& data, std::uint64_t seed) {
+  train::CheckpointContents c;
+  c.config = train::config_json_from(structure, rt);
+  c.structure = structure;
+  c.files.push_back(train::CheckpointFile::read(vocab_gz, "bpe_simple_vocab_16e6.txt.gz"));
+  // The official files carry each rotary tower's table as buffers (MODEL.md §5.2); the PyTorch
+  // reference loads strictly, so they are written (computed as PyTorch computes them, §2.4).
+  const auto add_rope = [&](const char* tower, const VisionConfig& v) {
+    const RopeTable t = reference::rope2d_table(v.grid(), v.stack.head_dim());
+    const std::vector<std::int64_t> shape(t.cos.shape().begin(), t.cos.shape().end());
+    c.extra_tensors.push_back(train::ExtraTensor::from_floats(std::string(tower) + ".rope.freqs_cos", shape,
+                                                              std::vector<float>(t.cos.data(), t.cos.data() + t.cos.numel())));
+    c.extra_tensors.push_back(train::ExtraTensor::from_floats(std::string(tower) + ".rope.freqs_sin", shape,
+                                                              std::vector<float>(t.sin.data(), t.sin.data() + t.sin.numel())));
+  };
+  if (rt.vision.rope) add_rope("vision_model", structure.vision);
+  if (rt.decoder.rope) add_rope("vision_decoder", structure.decoder);
+  const data::LoaderPosition pos = data.loader->position();
+  const train::TrainProgress progress{static_cast<std::int64_t>(pos.epoch), pos.batch, seed, 0};
+  c.generated_files.push_back(train::train_state_file(config_name, opt, progress));
+  train::write_checkpoint(dir, store, c);
+}
+
+/// Loads the parameters and the training state of `dir` into store and opt, moves the loader to
+/// where the saved run stood, and returns the step to continue from.
+/// @throws qlip::Error when `dir` holds no checkpoint, one of another config (naming the field that
+///         differs), or a training state of another optimiser or layout
+inline std::int64_t restore_run(const std::string& dir, const char* config_name, const QlipConfig& structure,
+                                train::ParameterStore& store, train::Optimizer& opt, TrainData& data) {
+  (void)train::load_checkpoint(dir, store, structure, config_name);
+  const train::TrainStateInfo info =
+      train::read_train_state(dir + "/" + train::kTrainStateFileName, config_name, opt);
+  data.loader->seek({static_cast<std::uint64_t>(info.progress.epoch), info.progress.batch_index});
+  return info.step;
+}
+
+}  // namespace qlip::train_cli

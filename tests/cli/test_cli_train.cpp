@@ -1,0 +1,119 @@
+/// @file test_cli_train.cpp
+/// @brief qlip-train end to end on the real Fashion-MNIST (Debian's dataset-fashion-mnist, installed
+///        by scripts/setup.sh): a short run writes the checkpoint folder in the official layout (read
+///        back by `qlip info`), the log, the plot and the grid; a run killed with SIGKILL and resumed
+///        logs exactly the loss curve of an uninterrupted run; bad input gives one line.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "cli/cli_test_util.hpp"
+
+namespace qlip::test::cli {
+namespace {
+
+class TrainCliTest : public CliTest {
+ protected:
+  std::string train_args(const std::string& out, int steps) const {
+    return "--out " + q(out) + " --steps " + std::to_string(steps) +
+           " --batch 4 --warmup 2 --save-every 1 --grid-every 3 --log-every 1 --threads 1 --seed 3 --vocab " +
+           q(vocab_gz());
+  }
+  RunResult train(const std::string& args) const {
+    RunResult r;
+    const std::string so = path(".train_out"), se = path(".train_err");
+    r.command = q(QLIP_TRAIN_PATH) + " " + args;
+    const int status = std::system((r.command + " >" + q(so) + " 2>" + q(se)).c_str());
+    r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+    r.out = read_text(so);
+    r.err = read_text(se);
+    return r;
+  }
+  /// The log without its images/s column (the only one that depends on timing).
+  static std::string curve(const std::string& csv) {
+    std::stringstream in(read_text(csv)), out;
+    std::string line;
+    while (std::getline(in, line)) {
+      std::vector<std::string> cells;
+      std::stringstream ss(line);
+      std::string c;
+      while (std::getline(ss, c, ',')) cells.push_back(c);
+      for (std::size_t i = 0; i < cells.size(); ++i)
+        if (i != 12) out << cells[i] << ',';
+      out << '\n';
+    }
+    return out.str();
+  }
+  static int rows(const std::string& csv) {
+    std::stringstream in(read_text(csv));
+    std::string line;
+    int n = -1;  // header
+    while (std::getline(in, line)) ++n;
+    return n;
+  }
+};
+
+TEST_F(TrainCliTest, AShortRunWritesACheckpointThatQlipReads) {
+  const std::string run = out("run");
+  const RunResult r = train(train_args(run, 3));
+  ASSERT_EQ(r.code, 0) << r;
+  for (const char* f : {"checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/preprocessor_config.json",
+                        "checkpoint/training_state.safetensors", "log.csv", "loss.png", "recon.png"})
+    EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
+  EXPECT_EQ(rows(run + "/log.csv"), 3);
+  EXPECT_NE(r.err.find("step 3/3"), std::string::npos) << r.err;
+  const RunResult info = this->run("info " + q(run + "/checkpoint"));
+  ASSERT_EQ(info.code, 0) << info;
+  EXPECT_NE(info.out.find("qlip-demo-fashion"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("RoPE yes (table from the checkpoint)"), std::string::npos) << info.out;
+}
+
+TEST_F(TrainCliTest, KilledAndResumedRunLogsTheUninterruptedLossCurve) {
+  const std::string straight = out("straight"), killed = out("killed");
+  ASSERT_EQ(train(train_args(straight, 8)).code, 0);
+  // Start the same run, SIGKILL it once it has logged 4 steps (it saves after every step, so the kill
+  // may land inside a checkpoint write: the previous checkpoint must then be the one resumed).
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string cmd = "exec " + q(QLIP_TRAIN_PATH) + " " + train_args(killed, 8) + " >/dev/null 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (rows(killed + "/log.csv") < 4 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed";
+  const RunResult resumed = train(train_args(killed, 8) + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed;
+  EXPECT_NE(resumed.err.find("resumed at step"), std::string::npos) << resumed.err;
+  EXPECT_EQ(curve(killed + "/log.csv"), curve(straight + "/log.csv"));
+  EXPECT_EQ(read_text(killed + "/checkpoint/model.safetensors"), read_text(straight + "/checkpoint/model.safetensors"));
+}
+
+TEST_F(TrainCliTest, BadInputGivesOneLine) {
+  RunResult r = train(train_args(out("a"), 2) + " --data-dir " + q(path("nowhere")));
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("install Debian's dataset-fashion-mnist"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = train(train_args(out("b"), 2) + " --resume");
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("qlip-train: error:"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = train(train_args(out("c"), 2) + " --init " + q(kTiny));
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("is not a qlip-demo-fashion checkpoint"), std::string::npos) << r.err;
+  r = train("--steps 0");
+  EXPECT_EQ(r.code, 2) << r;
+}
+
+}  // namespace
+}  // namespace qlip::test::cli
