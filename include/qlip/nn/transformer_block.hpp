@@ -153,8 +153,6 @@ class TransformerBlock {
     check_rows(y, batch, tokens, "forward_train y");
     Carver<T, Mem> c(saved, saved_size);
     const Saved s = carve_saved(c, batch, tokens);
-    const std::int64_t n = batch * tokens;
-    (void)n;
     layer_norm_train(be_, x, ln1_g.value, ln1_b.value, args.eps, s.ln1_out, s.ln1_mean, s.ln1_rstd);
     linear(be_, s.ln1_out, q_w.value, bias_of(q_b, S.q_bias), s.qkv.slice(1, 0, kD));
     linear(be_, s.ln1_out, k_w.value, bias_of(k_b, S.k_bias), s.qkv.slice(1, kD, 2 * kD));

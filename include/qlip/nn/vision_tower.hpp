@@ -77,7 +77,7 @@ class VisionTower {
 
   static std::int64_t activation_elements(std::int64_t batch) {
     auto c = Carver<T, Mem>::counting();
-    (void)carve_saved(c, batch, 1);
+    (void)carve_saved(c, batch);
     return c.used();
   }
   static std::int64_t workspace_elements(std::int64_t batch) {
@@ -93,7 +93,7 @@ class VisionTower {
     check_shape(h, {batch * kT, kD}, "vision tower: h");
     check_shape(image_embeds, {batch, projection_dim()}, "vision tower: image_embeds");
     Carver<T, Mem> c(saved, saved_size);
-    const Saved s = carve_saved(c, batch, saved_size);
+    const Saved s = carve_saved(c, batch);
     Carver<T, Mem> cw(work, work_size);
     const View<3> patches = cw.take(Extents<3>{batch, kN, kPatchDim});
     const View<2> tokens = cw.take(Extents<2>{batch * kN, kD});
@@ -119,7 +119,7 @@ class VisionTower {
     QLIP_CHECK(work_size >= workspace_elements(batch), "vision tower backward: work buffer has ", work_size,
                " elements, needs ", workspace_elements(batch));
     Carver<T, Mem> c(saved, saved_size);
-    const Saved s = carve_saved(c, batch, saved_size);
+    const Saved s = carve_saved(c, batch);
     const std::int64_t n = batch * kT;
     const std::int64_t stack_work = Stack::workspace_elements(batch, kT);
     const View<2> dh(work + stack_work, {n, kD}), dx0(work + stack_work + n * kD, {n, kD});
@@ -167,7 +167,7 @@ class VisionTower {
     View<2> cls_ln;   // [B, D]
     View<1> cls_mean, cls_rstd;
   };
-  static Saved carve_saved(Carver<T, Mem>& c, std::int64_t batch, std::int64_t /*total*/) {
+  static Saved carve_saved(Carver<T, Mem>& c, std::int64_t batch) {
     Saved s;
     s.patches = c.take(Extents<2>{batch * kN, kPatchDim});
     s.x0 = c.take(Extents<2>{batch * kT, kD});
