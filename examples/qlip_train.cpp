@@ -66,6 +66,7 @@ struct Options {
   int threads = 0;
   std::string optimizer = "lamb";
   double lr_scale = 1.0;
+  double lr_vision = -1, lr_text = -1, lr_decoder = -1, lr_base = -1;  // < 0: the recipe's peak
   bool resume = false;
 };
 
@@ -83,7 +84,11 @@ int run(const Options& o) {
   recipe.options.kind = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::lamb;
   if (recipe.options.kind == train::OptimizerKind::lamb) recipe.options.eps = 1e-6;
   recipe.options.schedule = {o.warmup, o.steps, 0.0};
-  for (auto& g : recipe.groups) g.peak_lr *= o.lr_scale;
+  const double overrides[] = {o.lr_vision, o.lr_text, o.lr_decoder, o.lr_base};  // QlipGroup order
+  for (std::size_t g = 0; g < recipe.groups.size(); ++g) {
+    if (overrides[g] >= 0) recipe.groups[g].peak_lr = overrides[g];
+    recipe.groups[g].peak_lr *= o.lr_scale;
+  }
   train::Optimizer opt(store, recipe.groups, recipe.options);
   float* logit_scale = store.values().data() + store.infos()[static_cast<std::size_t>(store.index_of("logit_scale"))].offset;
   train::Trainer trainer(store, opt, {recipe.max_grad_norm, 5}, [&] { *logit_scale = clamp_logit_scale(*logit_scale); });
@@ -146,6 +151,12 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber);
   app.add_option("--optimizer", o.optimizer, "lamb (stage 1 recipe) or adamw")->check(CLI::IsMember({"lamb", "adamw"}));
   app.add_option("--lr-scale", o.lr_scale, "multiplies every group's peak learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--lr-vision", o.lr_vision, "peak lr of E_v and visual_projection (recipe: 2e-4)")->check(CLI::NonNegativeNumber);
+  app.add_option("--lr-text", o.lr_text, "peak lr of E_t and text_projection (recipe: 2e-5, for a pretrained tower)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--lr-decoder", o.lr_decoder, "peak lr of the decoder G (recipe: 2e-3)")->check(CLI::NonNegativeNumber);
+  app.add_option("--lr-base", o.lr_base, "peak lr of the quantizer MLPs and logit_scale (recipe: 5e-4)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", o.seed, "initialisation and data-order seed");
   app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
   app.add_option("--init", o.init, "start from this checkpoint instead of random initialisation");
