@@ -40,6 +40,7 @@
 #include "qlip/cpu/patchify.hpp"
 #include "qlip/cpu/rope.hpp"
 #include "qlip/model/qlip_trainable.hpp"
+#include "qlip/train/init.hpp"
 #include "qlip/train/optimizer.hpp"
 #include "qlip/train/recipe.hpp"
 #include "qlip/train/trainer.hpp"
@@ -100,10 +101,7 @@ int run(const Options& o) {
     start = restore_run(ckpt_dir, QlipDemoFashion::name, QlipDemoFashion::config, store, opt, data);
     std::fprintf(stderr, "qlip-train: resumed at step %lld from %s\n", static_cast<long long>(start), o.out.c_str());
   } else if (!o.init.empty()) {
-    const Checkpoint ck = open_checkpoint(o.init);
-    QLIP_CHECK(ck.structure == QlipDemoFashion::config, o.init, " is not a ", QlipDemoFashion::name,
-               " checkpoint (its structure differs from the config this trainer builds)");
-    load_parameters(*ck.file, store);
+    (void)train::load_checkpoint(o.init, store, QlipDemoFashion::config, QlipDemoFashion::name);
   } else {
     train::initialize_parameters(store, o.seed);
   }

@@ -1,17 +1,13 @@
 /// @file model_setup.hpp
 /// @brief Building the trainable model for qlip-train: the run-time values of a from-scratch model,
-///        the flat parameter store in state_dict order with the recipe's groups, binding, and
-///        initialisation (from scratch or from a checkpoint by tensor name).
+///        the flat parameter store in state_dict order with the recipe's groups, and binding.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "qlip/io/safetensors.hpp"
-#include "qlip/model/checkpoint.hpp"
 #include "qlip/model/qlip_trainable.hpp"
-#include "qlip/train/init.hpp"
 #include "qlip/train/parameter_store.hpp"
 #include "qlip/train/recipe.hpp"
 
@@ -58,20 +54,6 @@ void build_store(Model& model, train::ParameterStore& store) {
     p.value = store.template view<R>(i);
     p.grad = store.template grad_view<R>(i);
   });
-}
-
-/// Copies every parameter from a checkpoint's model.safetensors by name (any stored float dtype).
-/// @throws qlip::Error naming a missing tensor or a shape that differs
-inline void load_parameters(const SafetensorsFile& weights, train::ParameterStore& store) {
-  for (const train::ParameterInfo& info : store.infos()) {
-    QLIP_CHECK(weights.contains(info.name), weights.path(), ": tensor '", info.name, "' is missing");
-    const auto& t = weights.info(info.name);
-    const bool scalar = info.name == "logit_scale" && t.shape.empty();
-    QLIP_CHECK(scalar || t.shape == info.shape, weights.path(), ": tensor '", info.name, "' has shape ",
-               detail::vec_string(t.shape), ", the model expects ", detail::vec_string(info.shape));
-    const std::vector<float> v = weights.to_float_vector(info.name);
-    std::copy(v.begin(), v.end(), store.values().data() + info.offset);
-  }
 }
 
 }  // namespace qlip::train_cli
