@@ -5,6 +5,7 @@
 ///
 ///   qlip_train --out out/run [--data fashion-mnist | --manifest captions.tsv|DIR]
 ///              [--steps N] [--batch B] [--optimizer lamb|adamw] [--warmup W] [--seed S] [--threads T]
+///              [--alpha-align A] [--alpha-recon R] [--lr-vision|--lr-text|--lr-decoder|--lr-base LR]
 ///              [--init CHECKPOINT] [--resume] [--save-every N] [--grid-every N] [--log-every N]
 ///
 /// Writes into --out: checkpoint/ (the official layout: config.json, model.safetensors,
@@ -26,26 +27,14 @@
 #include <CLI/CLI.hpp>
 
 #include "configs/demo_qlip_config.hpp"
-#include "qlip/cpu/activation.hpp"
-#include "qlip/cpu/add.hpp"
-#include "qlip/cpu/attention.hpp"
-#include "qlip/cpu/bsq_loss.hpp"
-#include "qlip/cpu/contrastive_loss.hpp"
-#include "qlip/cpu/copy.hpp"
-#include "qlip/cpu/embedding.hpp"
-#include "qlip/cpu/gemm.hpp"
-#include "qlip/cpu/l2_norm.hpp"
-#include "qlip/cpu/layer_norm.hpp"
-#include "qlip/cpu/mse_loss.hpp"
-#include "qlip/cpu/patchify.hpp"
-#include "qlip/cpu/rope.hpp"
+#include "qlip/cpu.hpp"
 #include "qlip/model/qlip_trainable.hpp"
 #include "qlip/train/init.hpp"
 #include "qlip/train/optimizer.hpp"
 #include "qlip/train/recipe.hpp"
+#include "qlip/train/scratch_model.hpp"
 #include "qlip/train/trainer.hpp"
 #include "train/data_source.hpp"
-#include "train/model_setup.hpp"
 #include "train/recon_grid.hpp"
 #include "train/run_log.hpp"
 #include "train/run_state.hpp"
@@ -68,6 +57,8 @@ struct Options {
   std::string optimizer = "lamb";
   double lr_scale = 1.0;
   double lr_vision = -1, lr_text = -1, lr_decoder = -1, lr_base = -1;  // < 0: the recipe's peak
+  Stage1Weights alpha{};  // the stage-1 loss weights (α_a : α_r = 1 : 1000)
+  double max_minutes = 0;  // > 0: stop (and save) once this much wall time has passed
   bool resume = false;
 };
 
@@ -77,9 +68,9 @@ int run(const Options& o) {
   const std::string ckpt_dir = o.out + "/checkpoint";
   const std::string vocab = find_vocab(o.vocab);
 
-  Model model(scratch_runtime(), scratch_bsq(), cpu_backend{o.threads});
+  Model model(train::scratch_runtime(), train::scratch_bsq(), cpu_backend{o.threads});
   train::ParameterStore store;
-  build_store(model, store);
+  train::bind_to_store(model, store);
 
   train::StageRecipe recipe = train::qlip_stage1_recipe();
   recipe.options.kind = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::lamb;
@@ -109,27 +100,34 @@ int run(const Options& o) {
   model.prepare(o.batch, QlipDemoFashion::config.text.context_length);
   CsvLog csv(o.out + "/log.csv", o.resume ? start : 0);  // a fresh run starts a fresh log
   ProgressLine progress(start, o.steps);
-  std::int64_t images = 0;
+  std::int64_t images = 0, done = start;
   for (std::int64_t step = start; step < o.steps; ++step) {
     const data::Batch& b = data.next();
     store.zero_grad();
     const HostView<const std::int32_t, 1> ids_flat(b.tokens.data(), {b.tokens.numel()});
-    const Stage1Losses losses = model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, Stage1Weights{});
+    const Stage1Losses losses = model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, o.alpha);
     const train::StepOutcome out = trainer.apply(losses.total);
     images += o.batch;
-    const LogRow row{step + 1, losses, out.grad_norm, out.lr_factor, images / std::max(progress.seconds(), 1e-9),
-                     out.applied};
+    done = step + 1;
+    const bool out_of_time = o.max_minutes > 0 && progress.seconds() >= 60.0 * o.max_minutes;
+    const bool last = done == o.steps || out_of_time;
+    const LogRow row{done, losses, out.grad_norm, out.lr_factor, images / std::max(progress.seconds(), 1e-9), out.applied};
     csv.write(row);
-    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps || !out.applied) progress.print(row, images);
-    if ((step + 1) % o.grid_every == 0 || step + 1 == o.steps)
-      write_reconstruction_grid(o.out + "/recon.png", b.pixels.view(), model.reconstruction());
-    if ((step + 1) % o.save_every == 0 || step + 1 == o.steps) {
-      save_run(ckpt_dir, vocab, QlipDemoFashion::name, QlipDemoFashion::config, scratch_runtime(), store, opt, data,
+    if (done % o.log_every == 0 || last || !out.applied) progress.print(row, images);
+    if (done % o.grid_every == 0 || last) write_reconstruction_grid(o.out + "/recon.png", b.pixels.view(), model.reconstruction());
+    if (done % o.save_every == 0 || last) {
+      save_run(ckpt_dir, vocab, QlipDemoFashion::name, QlipDemoFashion::config, train::scratch_runtime(), store, opt, data,
                o.seed);
       plot_log(csv.path(), o.out + "/loss.png", std::string("qlip-train ") + QlipDemoFashion::name);
     }
+    if (out_of_time && done < o.steps) {
+      std::fprintf(stderr, "qlip-train: --max-minutes %g reached: stopped after step %lld of %lld (saved; --resume continues)\n",
+                   o.max_minutes, static_cast<long long>(done), static_cast<long long>(o.steps));
+      break;
+    }
   }
-  std::fprintf(stderr, "qlip-train: %lld steps in %.1f s, checkpoint in %s\n", static_cast<long long>(o.steps - start),
+  write_train_summary(o.out + "/train_summary.json", done - start, images, progress.seconds());
+  std::fprintf(stderr, "qlip-train: %lld steps in %.1f s, checkpoint in %s\n", static_cast<long long>(done - start),
                progress.seconds(), ckpt_dir.c_str());
   return 0;
 }
@@ -155,9 +153,15 @@ int main(int argc, char** argv) {
   app.add_option("--lr-decoder", o.lr_decoder, "peak lr of the decoder G (recipe: 2e-3)")->check(CLI::NonNegativeNumber);
   app.add_option("--lr-base", o.lr_base, "peak lr of the quantizer MLPs and logit_scale (recipe: 5e-4)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--alpha-align", o.alpha.contrastive, "α_a, weight of the contrastive loss (recipe: 1)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--alpha-recon", o.alpha.reconstruction, "α_r, weight of the pixel MSE (recipe: 1000)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", o.seed, "initialisation and data-order seed");
   app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
   app.add_option("--init", o.init, "start from this checkpoint instead of random initialisation");
+  app.add_option("--max-minutes", o.max_minutes, "stop and save after this many minutes of training (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--resume", o.resume, "continue the run in --out exactly where its last save left it");
   app.add_option("--save-every", o.save_every, "checkpoint + training state every N steps")->check(CLI::PositiveNumber);
   app.add_option("--grid-every", o.grid_every, "reconstruction grid every N steps")->check(CLI::PositiveNumber);

@@ -479,22 +479,6 @@ inline int run_decode(const GlobalOptions& g, const DecodeOptions& o) {
 
 namespace detail {
 
-/// Originals above reconstructions, `columns` images per row pair; a short last chunk is padded
-/// with black cells so the two rows stay aligned.
-inline Image comparison_grid(const std::vector<Image>& originals, const std::vector<Image>& recons, int columns,
-                             int padding) {
-  const std::size_t n = originals.size();
-  const std::size_t cols = columns > 0 ? std::min<std::size_t>(static_cast<std::size_t>(columns), n) : n;
-  std::vector<Image> cells;
-  const Image blank = Image::zeros(originals[0].width, originals[0].height, 3);
-  for (std::size_t start = 0; start < n; start += cols) {
-    for (const auto* row : {&originals, &recons}) {
-      for (std::size_t i = start; i < start + cols; ++i) cells.push_back(i < n ? (*row)[i] : blank);
-    }
-  }
-  return make_grid(cells, static_cast<int>(cols), padding);
-}
-
 inline std::string metric_text(double v, int digits) {
   return std::isinf(v) ? std::string("inf") : fixed(v, digits);
 }

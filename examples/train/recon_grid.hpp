@@ -21,18 +21,9 @@ inline void write_reconstruction_grid(const std::string& path, HostView<const fl
   const std::array<float, 3> mean = clip.mean, std = clip.std;
   std::vector<Image> cells;
   const std::int64_t n = std::min<std::int64_t>(inputs.size(0), max_pairs);
-  const auto zoomed = [&](const Image& im) {
-    Image out = Image::zeros(im.width * zoom, im.height * zoom, 3);
-    for (int y = 0; y < out.height; ++y)
-      for (int x = 0; x < out.width; ++x)
-        for (int c = 0; c < 3; ++c)
-          out.pixels[static_cast<std::size_t>((y * out.width + x) * 3 + c)] =
-              im.pixels[static_cast<std::size_t>(((y / zoom) * im.width + x / zoom) * 3 + c)];
-    return out;
-  };
   for (std::int64_t i = 0; i < n; ++i) {
-    cells.push_back(zoomed(postprocess_clip(inputs.select(0, i), mean, std)));
-    cells.push_back(zoomed(postprocess_clip(recon.select(0, i), mean, std)));
+    cells.push_back(upscale_nearest(postprocess_clip(inputs.select(0, i), mean, std), zoom));
+    cells.push_back(upscale_nearest(postprocess_clip(recon.select(0, i), mean, std), zoom));
   }
   write_png(path, make_grid(cells, 8, 2));
 }

@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "qlip/core/error.hpp"
+#include "qlip/io/detail/file.hpp"
 #include "qlip/model/qlip_trainable.hpp"
 #include "train/plot.hpp"
 
@@ -125,5 +128,17 @@ class ProgressLine {
   std::int64_t first_, last_;
   std::chrono::steady_clock::time_point start_;
 };
+
+/// train_summary.json in the run folder: what this invocation trained and how long it took (a
+/// resumed run reports its own segment). qlip-eval --train-summary copies train_seconds from it.
+inline void write_train_summary(const std::string& path, std::int64_t steps, std::int64_t images, double seconds) {
+  nlohmann::ordered_json j;
+  j["steps"] = steps;
+  j["images"] = images;
+  j["train_seconds"] = seconds;
+  j["images_per_second"] = seconds > 0 ? static_cast<double>(images) / seconds : 0.0;
+  const std::string text = j.dump(2) + "\n";
+  qlip::detail::write_file_atomic(path, text.data(), text.size());
+}
 
 }  // namespace qlip::train_cli

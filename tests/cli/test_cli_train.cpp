@@ -12,6 +12,8 @@
 #include <chrono>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/cli_test_util.hpp"
 
 namespace qlip::test::cli {
@@ -24,10 +26,12 @@ class TrainCliTest : public CliTest {
            " --batch 4 --warmup 2 --save-every 1 --grid-every 3 --log-every 1 --threads 1 --seed 3 --vocab " +
            q(vocab_gz());
   }
-  RunResult train(const std::string& args) const {
+  RunResult train(const std::string& args) const { return run_program(QLIP_TRAIN_PATH, args); }
+  RunResult eval(const std::string& args) const { return run_program(QLIP_EVAL_PATH, args); }
+  RunResult run_program(const char* program, const std::string& args) const {
     RunResult r;
     const std::string so = path(".train_out"), se = path(".train_err");
-    r.command = q(QLIP_TRAIN_PATH) + " " + args;
+    r.command = q(program) + " " + args;
     const int status = std::system((r.command + " >" + q(so) + " 2>" + q(se)).c_str());
     r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
     r.out = read_text(so);
@@ -113,6 +117,41 @@ TEST_F(TrainCliTest, BadInputGivesOneLine) {
   EXPECT_NE(r.err.find("is not a qlip-demo-fashion checkpoint"), std::string::npos) << r.err;
   r = train("--steps 0");
   EXPECT_EQ(r.code, 2) << r;
+}
+
+TEST_F(TrainCliTest, EvalScoresATrainedCheckpointAndWritesTheMetrics) {
+  const std::string run = out("evalrun");
+  ASSERT_EQ(train(train_args(run, 3)).code, 0);
+  const std::string json = run + "/metrics.json", grid = run + "/test.png";
+  const RunResult r = eval(q(run + "/checkpoint") + " --test 40 --probe-train 200 --batch 16 --threads 1 -q --json " +
+                           q(json) + " --grid " + q(grid) + " --train-summary " + q(run + "/train_summary.json"));
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_NE(r.out.find("zero-shot top-1"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(grid));
+  const nlohmann::json m = nlohmann::json::parse(read_text(json));
+  for (const char* key : {"zero_shot_top1", "linear_probe_top1", "psnr_db", "ssim", "distinct_codes", "train_seconds"})
+    ASSERT_TRUE(m.contains(key) && m[key].is_number()) << key << " in " << m.dump();
+  for (const char* key : {"zero_shot_top1", "linear_probe_top1", "ssim"}) {
+    EXPECT_GE(m[key].get<double>(), 0.0) << key;
+    EXPECT_LE(m[key].get<double>(), 1.0) << key;
+  }
+  EXPECT_GT(m["psnr_db"].get<double>(), 0.0);
+  EXPECT_GE(m["distinct_codes"].get<std::int64_t>(), 1);
+  EXPECT_LE(m["distinct_codes"].get<std::int64_t>(), 40 * 64);
+  EXPECT_EQ(m["test_images"].get<int>(), 40);
+  EXPECT_EQ(m["probe_train_images"].get<int>(), 200);
+  EXPECT_GT(m["train_seconds"].get<double>(), 0.0);
+}
+
+TEST_F(TrainCliTest, EvalBadInputGivesOneLine) {
+  RunResult r = eval(q(path("no-such-checkpoint")));
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = eval(q(kTiny) + " --data-dir " + q(path("nowhere")) + " -q --vocab " + q(vocab_gz()));
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("dataset-fashion-mnist"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
 }  // namespace

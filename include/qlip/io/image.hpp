@@ -215,6 +215,36 @@ inline Image make_grid(const std::vector<Image>& images, int columns, int paddin
   return grid;
 }
 
+/// Originals above reconstructions, `columns` images per row pair; a short last chunk is padded
+/// with black cells so the two rows stay aligned.
+inline Image comparison_grid(const std::vector<Image>& originals, const std::vector<Image>& recons, int columns,
+                             int padding) {
+  const std::size_t n = originals.size();
+  const std::size_t cols = columns > 0 ? std::min<std::size_t>(static_cast<std::size_t>(columns), n) : n;
+  std::vector<Image> cells;
+  const Image blank = Image::zeros(originals[0].width, originals[0].height, 3);
+  for (std::size_t start = 0; start < n; start += cols) {
+    for (const auto* row : {&originals, &recons}) {
+      for (std::size_t i = start; i < start + cols; ++i) cells.push_back(i < n ? (*row)[i] : blank);
+    }
+  }
+  return make_grid(cells, static_cast<int>(cols), padding);
+}
+
+/// `im` enlarged `factor` times with nearest-neighbour sampling (so that 32-pixel images can be
+/// looked at in a grid without blurring them).
+inline Image upscale_nearest(const Image& im, int factor) {
+  detail::check_image(im, "upscale_nearest");
+  QLIP_CHECK(factor >= 1, "upscale_nearest: factor must be >= 1, got ", factor);
+  Image out = Image::zeros(im.width * factor, im.height * factor, im.channels);
+  for (int y = 0; y < out.height; ++y)
+    for (int x = 0; x < out.width; ++x)
+      for (int c = 0; c < im.channels; ++c)
+        out.pixels[(static_cast<std::size_t>(y) * out.width + x) * im.channels + c] =
+            im.pixels[(static_cast<std::size_t>(y / factor) * im.width + x / factor) * im.channels + c];
+  return out;
+}
+
 namespace detail {
 inline void check_same_geometry(const Image& a, const Image& b, const char* what) {
   check_image(a, what);

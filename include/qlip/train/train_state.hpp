@@ -86,7 +86,10 @@ inline std::uint64_t parameter_layout_hash(const ParameterStore& store) {
   for (const ParameterInfo& info : store.infos()) {
     mix(info.name);
     mix(":");
-    for (std::size_t d = 0; d < info.shape.size(); ++d) mix((d ? "," : "") + std::to_string(info.shape[d]));
+    for (std::size_t d = 0; d < info.shape.size(); ++d) {
+      if (d > 0) mix(",");  // mixed apart: GCC 12 misreads `"," + std::to_string(n)` as an overlapping memcpy
+      mix(std::to_string(info.shape[d]));
+    }
     mix(";");
   }
   return h;

@@ -1,6 +1,7 @@
-/// @file model_setup.hpp
-/// @brief Building the trainable model for qlip-train: the run-time values of a from-scratch model,
-///        the flat parameter store in state_dict order with the recipe's groups, and binding.
+/// @file scratch_model.hpp
+/// @brief A trainable model from scratch: the run-time values (config.json fields the compiled
+///        config does not fix) the released models use, the stage-1 quantiser losses, and the flat
+///        parameter store in state_dict order with the recipe's groups, bound to the model.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +12,7 @@
 #include "qlip/train/parameter_store.hpp"
 #include "qlip/train/recipe.hpp"
 
-namespace qlip::train_cli {
+namespace qlip::train {
 
 /// config.json values of a model trained from scratch (the released models' choices: MODEL.md §1.4).
 inline QlipRuntimeConfig scratch_runtime() {
@@ -42,10 +43,10 @@ inline BsqLossConfig scratch_bsq() {
 /// Registers every parameter of `model` in `store` (state_dict order, recipe groups, decay flags),
 /// freezes the store and binds the model's parameters to it.
 template <class Model>
-void build_store(Model& model, train::ParameterStore& store) {
+void bind_to_store(Model& model, ParameterStore& store) {
   model.visit_parameters([&](const std::string& name, auto& p) {
     const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
-    store.add(name, shape, train::qlip_group_of(name), !train::default_no_decay(name, shape.size()));
+    store.add(name, shape, qlip_group_of(name), !default_no_decay(name, shape.size()));
   });
   store.freeze();
   model.visit_parameters([&](const std::string& name, auto& p) {
@@ -56,4 +57,4 @@ void build_store(Model& model, train::ParameterStore& store) {
   });
 }
 
-}  // namespace qlip::train_cli
+}  // namespace qlip::train

@@ -1,0 +1,124 @@
+/// @file cpu_train_step.cpp
+/// @brief One stage-1 training step on the CPU backend, the measurement docs/PERFORMANCE.md sets
+///        beside the PyTorch trainer (tools/bench_torch_train.py, same shapes, same threads):
+///   - BM_DemoStep: the main job's config (qlip-demo-fashion) at batch 64, a whole step: forward,
+///     backward, clipping and LAMB over the flat parameter buffer (what qlip-train does per step,
+///     without data loading);
+///   - BM_B16ForwardBackward: QLIP-B-16-256 at batch 8, forward + backward of every loss (the
+///     gradients of all 4 towers), no optimiser.
+///
+/// Weights: from-scratch initialisation (train/init.hpp); pixels N(0, 1); token ids uniform in the
+/// vocabulary with an end-of-text token at a random position. Timing does not depend on values.
+/// Threads: QLIP_BENCH_THREADS (default 2). Wall-clock time (UseRealTime). Counters: img/s, and
+/// peak_rss_MB (the process's peak resident set after the benchmark: run one benchmark per process,
+/// --benchmark_filter, for a per-config figure).
+///
+///   ./build/perf/bench/bench_cpu_train_step --benchmark_filter=Demo --benchmark_repetitions=5
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+
+#include "configs/demo_qlip_config.hpp"
+#include "configs/small_qlip_configs.hpp"
+#include "qlip/core/philox.hpp"
+#include "qlip/cpu.hpp"
+#include "qlip/model/qlip_trainable.hpp"
+#include "qlip/train/init.hpp"
+#include "qlip/train/optimizer.hpp"
+#include "qlip/train/recipe.hpp"
+#include "qlip/train/scratch_model.hpp"
+#include "qlip/train/trainer.hpp"
+
+namespace {
+
+int bench_threads() {
+  const char* t = std::getenv("QLIP_BENCH_THREADS");
+  return t != nullptr ? std::max(1, std::atoi(t)) : 2;
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // kB on Linux
+}
+
+/// A model of config Tag bound to a flat store, with one random batch.
+template <class Tag>
+struct StepFixture {
+  using Model = qlip::QlipTrainable<Tag, qlip::cpu_backend>;
+  static constexpr qlip::QlipConfig kC = Tag::config;
+  std::unique_ptr<Model> model;
+  qlip::train::ParameterStore store;
+  qlip::Tensor<float, 4> pixels;
+  qlip::Tensor<std::int32_t, 2> ids;
+
+  explicit StepFixture(std::int64_t batch) {
+    qlip::set_num_threads(bench_threads());
+    model = std::make_unique<Model>(qlip::train::scratch_runtime(), qlip::train::scratch_bsq(),
+                                    qlip::cpu_backend{bench_threads()});
+    qlip::train::bind_to_store(*model, store);
+    qlip::train::initialize_parameters(store, 1);
+    const std::int64_t ctx = kC.text.context_length;
+    model->prepare(batch, ctx);
+    pixels = qlip::Tensor<float, 4>({batch, 3, kC.vision.image_size, kC.vision.image_size});
+    const qlip::Philox rng(7);
+    for (std::int64_t i = 0; i < pixels.numel(); ++i) pixels.data()[i] = rng.normal(static_cast<std::uint64_t>(i));
+    ids = qlip::Tensor<std::int32_t, 2>({batch, ctx});
+    const int eos = qlip::train::scratch_runtime().eos_token_id;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const auto end = 2 + static_cast<std::int64_t>(rng.uniform(static_cast<std::uint64_t>(b), 1) * static_cast<float>(ctx - 3));
+      for (std::int64_t t = 0; t < ctx; ++t) {
+        const auto r = static_cast<std::int32_t>(rng.uniform(static_cast<std::uint64_t>(b * ctx + t), 2) * 49000.0f);
+        ids(b, t) = t < end ? r : (t == end ? eos : 0);
+      }
+    }
+  }
+  qlip::Stage1Losses forward_backward() {
+    store.zero_grad();
+    const qlip::HostView<const std::int32_t, 1> flat(ids.data(), {ids.numel()});
+    return model->forward_backward(pixels.view(), ids.view(), flat, qlip::Stage1Weights{});
+  }
+};
+
+void set_counters(benchmark::State& state, std::int64_t batch) {
+  state.SetItemsProcessed(state.iterations() * batch);
+  state.counters["img/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_rss_MB"] = peak_rss_mb();
+}
+
+void BM_DemoStep(benchmark::State& state) {
+  const std::int64_t batch = state.range(0);
+  StepFixture<qlip::QlipDemoFashion> f(batch);
+  qlip::train::StageRecipe recipe = qlip::train::qlip_stage1_recipe();
+  recipe.options.schedule = {100, 1000000, 0.0};
+  qlip::train::Optimizer opt(f.store, recipe.groups, recipe.options);
+  qlip::train::Trainer trainer(f.store, opt, {recipe.max_grad_norm, 5}, [] {});
+  (void)trainer.apply(f.forward_backward().total);  // warm-up
+  for (auto _ : state) {
+    const qlip::train::StepOutcome out = trainer.apply(f.forward_backward().total);
+    benchmark::DoNotOptimize(out.grad_norm);
+  }
+  set_counters(state, batch);
+}
+
+void BM_B16ForwardBackward(benchmark::State& state) {
+  const std::int64_t batch = state.range(0);
+  StepFixture<qlip::QlipB16_256> f(batch);
+  (void)f.forward_backward();  // warm-up
+  for (auto _ : state) {
+    const qlip::Stage1Losses l = f.forward_backward();
+    benchmark::DoNotOptimize(l.total);
+  }
+  set_counters(state, batch);
+}
+
+BENCHMARK(BM_DemoStep)->ArgName("batch")->Arg(64)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_B16ForwardBackward)->ArgName("batch")->Arg(8)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
+
+}  // namespace
+
+BENCHMARK_MAIN();
