@@ -49,6 +49,7 @@ struct Options {
   std::int64_t test = 10000, probe_train = 60000, batch = 250;
   int threads = 0;
   int group_size = 4;
+  eval::LinearProbeOptions probe;
   bool quiet = false;
 };
 
@@ -205,7 +206,7 @@ int evaluate(const Model& model, const Options& o) {
 
   // Linear probe on CLS features, train split → test split.
   SplitPass tr = run_split(model, train, n_train, false, o.batch, pre, "train split", progress);
-  const eval::LinearProbeResult probe = eval::linear_probe(tr.cls.view(), tr.labels, t.cls.view(), t.labels, prompts.classes);
+  const eval::LinearProbeResult probe = eval::linear_probe(tr.cls.view(), tr.labels, t.cls.view(), t.labels, prompts.classes, o.probe);
   m.linear_probe_top1 = probe.test_top1;
   m.linear_probe_train_top1 = probe.train_top1;
 
@@ -249,6 +250,9 @@ int main(int argc, char** argv) {
   app.add_option("--test", o.test, "test images scored (the first N of the 10,000)")->check(CLI::PositiveNumber);
   app.add_option("--probe-train", o.probe_train, "training images the linear probe is fit on (the first N of 60,000)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--probe-iterations", o.probe.iterations, "gradient steps of the logistic regression")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--probe-l2", o.probe.l2, "L2 penalty of the logistic regression")->check(CLI::NonNegativeNumber);
   app.add_option("--batch", o.batch, "images per forward pass")->check(CLI::PositiveNumber);
   app.add_option("--group-size", o.group_size, "bits per group for the codebook entropy")->check(CLI::Range(1, 16));
   app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);

@@ -20,10 +20,11 @@ photos=/usr/lib/python3/dist-packages/skimage/data
 rm -rf "$out/train"
 mkdir -p "$out"
 
-# The demo's rates (docs/TRAINING.md, "The main job"): from scratch, the text tower needs far more
-# than the recipe's 2e-5 (a rate for a pretrained tower).
+# The demo's rates and loss balance (docs/TRAINING.md, "The main job"): from scratch, LAMB needs
+# rates far above the recipe's (which are for a pretrained encoder), and α_a : α_r = 1 : 100.
 "$bin/qlip_train" --out "$out/train" --threads "$threads" --max-minutes "$minutes" \
-  --steps 3400 --batch 64 --warmup 100 --lr-text 1e-3 \
+  --steps 3400 --batch 64 --warmup 100 \
+  --lr-vision 3e-3 --lr-text 3e-3 --lr-decoder 1e-2 --lr-base 3e-3 --alpha-recon 100 \
   --save-every 500 --grid-every 500 --log-every 100
 "$bin/qlip" info "$out/train/checkpoint"
 "$bin/qlip_eval" "$out/train/checkpoint" --threads "$threads" --photos "$photos" \
