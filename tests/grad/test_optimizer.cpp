@@ -309,7 +309,16 @@ FlatCase make_flat_case(std::initializer_list<std::int64_t> sizes) {
 }
 
 /// Runs `steps` CPU steps and the same reference steps in double; compares after every step.
-void expect_cpu_matches_reference(train::OptimizerKind kind, const FlatCase& c, int steps, double grad_scale) {
+/// Gradients like a token embedding's: in each segment only the 64-element rows whose index is
+/// ≡ step (mod 3) modulo 7 keep their value, so some kIdleBlock blocks see a gradient this step,
+/// some saw one earlier (moments non-zero, gradient zero) and some never do.
+void keep_embedding_like_rows(std::vector<float>& g, const OptimizerSegment& s, int step) {
+  for (std::int64_t i = 0; i < s.numel; ++i)
+    if ((i / 64) % 7 != step % 3) g[s.offset + i] = 0.0f;
+}
+
+void expect_cpu_matches_reference(train::OptimizerKind kind, const FlatCase& c, int steps, double grad_scale,
+                                  bool sparse_gradients = false) {
   const float kSentinel = 12345.0f;
   std::vector<float> p(c.size, kSentinel), m(c.size, kSentinel), v(c.size, kSentinel), g(c.size, kSentinel);
   std::uint64_t seed = 1000;
@@ -325,7 +334,10 @@ void expect_cpu_matches_reference(train::OptimizerKind kind, const FlatCase& c, 
   };
   for (int step = 1; step <= steps; ++step) {
     SCOPED_TRACE(::testing::Message() << "step " << step);
-    for (const OptimizerSegment& s : c.segments) fill_normal(g.data() + s.offset, s.numel, 5000 + seed++, 0.1f * step);
+    for (const OptimizerSegment& s : c.segments) {
+      fill_normal(g.data() + s.offset, s.numel, 5000 + seed++, 0.1f * step);
+      if (sparse_gradients) keep_embedding_like_rows(g, s, step);
+    }
     for (std::int64_t i = 0; i < c.size; ++i) gd[i] = g[i];
     AdamHyperParams hp{0.9, 0.95, 1e-6, step, grad_scale};
     const HostView<const float, 1> gv = view(g);
@@ -369,6 +381,42 @@ TEST(OptimizerStep, CpuAdamWMatchesDoubleReference) {
 TEST(OptimizerStep, CpuLambMatchesDoubleReference) {
   expect_cpu_matches_reference(train::OptimizerKind::lamb, make_flat_case({1, 7, 65, 40000, 111}), 5, 1.0);
   expect_cpu_matches_reference(train::OptimizerKind::lamb, make_flat_case({33, 989}), 4, 0.37);
+}
+
+TEST(OptimizerStep, SparseGradientsMatchDoubleReference) {
+  // The idle-block path (zero gradient and moments, no decay: skipped) against the plain formula;
+  // every other segment has weight decay, where nothing may be skipped.
+  for (const train::OptimizerKind kind : {train::OptimizerKind::adamw, train::OptimizerKind::lamb}) {
+    SCOPED_TRACE(kind == train::OptimizerKind::adamw ? "adamw" : "lamb");
+    expect_cpu_matches_reference(kind, make_flat_case({40000, 3000, 20000, 700}), 6, 1.0, true);
+  }
+}
+
+TEST(OptimizerStep, RowsThatNeverSawAGradientKeepTheirValues) {
+  // No weight decay: an element with zero gradient and zero moments has update direction 0.
+  const std::int64_t n = 4096;
+  const std::vector<OptimizerSegment> segs = {{0, n, 0.1, 0.0}};
+  for (const train::OptimizerKind kind : {train::OptimizerKind::adamw, train::OptimizerKind::lamb}) {
+    SCOPED_TRACE(kind == train::OptimizerKind::adamw ? "adamw" : "lamb");
+    std::vector<float> p(n), m(n, 0.0f), v(n, 0.0f), g(n, 0.0f);
+    fill_normal(p.data(), n, 7);
+    const std::vector<float> initial = p;
+    std::vector<double> scratch(static_cast<std::size_t>(ops::lamb_scratch_size(segs)));
+    for (int step = 1; step <= 3; ++step) {
+      fill_normal(g.data(), 64, 20 + step);  // only row 0 has a gradient
+      const AdamHyperParams hp{0.9, 0.95, 1e-6, step, 1.0};
+      const HostView<float, 1> pv(p.data(), {n}), mv(m.data(), {n}), vv(v.data(), {n});
+      const HostView<const float, 1> gv(g.data(), {n});
+      if (kind == train::OptimizerKind::adamw) {
+        ops::adamw_step(cpu_backend{}, pv, gv, mv, vv, segs, hp);
+      } else {
+        ops::lamb_step(cpu_backend{}, pv, gv, mv, vv, segs, hp, scratch);
+      }
+    }
+    EXPECT_NE(p[0], initial[0]);
+    EXPECT_EQ(std::memcmp(p.data() + 64, initial.data() + 64, (n - 64) * sizeof(float)), 0);
+    for (std::int64_t i = 64; i < n; ++i) ASSERT_TRUE(m[i] == 0.0f && v[i] == 0.0f) << i;
+  }
 }
 
 TEST(OptimizerStep, LambTrustRatioIsOneForAZeroTensor) {
