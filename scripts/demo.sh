@@ -23,7 +23,7 @@ mkdir -p "$out"
 # The demo's rates and loss balance (docs/TRAINING.md, "The main job"): from scratch, LAMB needs
 # rates far above the recipe's (which are for a pretrained encoder), and α_a : α_r = 1 : 100.
 "$bin/qlip_train" --out "$out/train" --threads "$threads" --max-minutes "$minutes" \
-  --steps 3400 --batch 64 --warmup 100 \
+  --steps 4000 --batch 64 --warmup 100 \
   --lr-vision 3e-3 --lr-text 3e-3 --lr-decoder 1e-2 --lr-base 3e-3 --alpha-recon 100 \
   --save-every 500 --grid-every 500 --log-every 100
 "$bin/qlip" info "$out/train/checkpoint"
