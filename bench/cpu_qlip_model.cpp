@@ -12,8 +12,8 @@
 ///   attention's two matrix products; element-wise work not counted).
 ///
 /// Per-op breakdown: QLIP_BENCH_PROFILE=N (N ≥ 1 runs per batch) prints, after the benchmarks, the
-/// wall time of each op label (QLIP_PROFILE_SCOPE in include/qlip/nn/) over N round trips at
-/// batch 1 and 8. The profiler is compiled into this benchmark only; while it is off (during the
+/// wall time of each op label (QLIP_PROFILE_SCOPE in include/qlip/nn/ and include/qlip/cpu/
+/// encoder_layer.hpp) over N round trips at batch 1 and 8. The profiler is compiled into this benchmark only; while it is off (during the
 /// benchmarks) a scope costs one branch.
 ///
 ///   ./build/perf/bench/bench_cpu_qlip_model --benchmark_repetitions=5
@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "qlip/core/philox.hpp"
-#include "qlip/cpu/profile.hpp"
+#include "qlip/core/profile.hpp"
 #include "qlip/cpu/threading.hpp"
 #include "qlip/model/qlip_model.hpp"
 

@@ -45,7 +45,7 @@ def torch_run(ckpt, case, threads, runs):
 def make_checkpoints(work, train_bin):
     demo = os.path.join(work, "demo")
     if not os.path.exists(os.path.join(demo, "checkpoint", "model.safetensors")):
-        subprocess.run([train_bin, "--out", demo, "--steps", "1", "--batch", "4", "--threads", "1"], check=True,
+        subprocess.run([train_bin, "--out", demo, "--steps", "1", "--warmup", "0", "--batch", "4", "--threads", "1"], check=True,
                        cwd=ROOT, capture_output=True)
     b16 = os.path.join(work, "b16")
     if not os.path.exists(os.path.join(b16, "model.safetensors")):

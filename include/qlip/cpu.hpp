@@ -10,6 +10,7 @@
 #include "qlip/cpu/contrastive_loss.hpp"
 #include "qlip/cpu/copy.hpp"
 #include "qlip/cpu/embedding.hpp"
+#include "qlip/cpu/encoder_layer.hpp"
 #include "qlip/cpu/gemm.hpp"
 #include "qlip/cpu/l2_norm.hpp"
 #include "qlip/cpu/layer_norm.hpp"

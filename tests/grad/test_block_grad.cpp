@@ -67,7 +67,7 @@ struct FlatParams {
 /// The real 2-D RoPE table of a 2×2 grid (tokens 1..4; token 0 is the CLS).
 struct RopeFixture {
   RopeTable table;
-  nn::RopeTableView<host_memory> view;
+  RopeTableView<host_memory> view;
   explicit RopeFixture(int grid, int head_dim) : table(reference::rope2d_table(grid, head_dim)) {
     view = {table.cos.view(), table.sin.view(), 1};
   }

@@ -1,8 +1,11 @@
 /// @file test_encoder_layer.cpp
-/// @brief nn::EncoderLayer (cpu_backend) against the same block composed from the plain-loop
-///        reference ops, on random weights from an in-memory WeightSource, with odd sizes: every
-///        branch (SwiGLU + sub-LN + no k bias + RoPE skipping a CLS token; plain MLP quick-GELU +
-///        causal mask), batch > 1, tokens not a multiple of anything.
+/// @brief nn::EncoderLayer (on cpu_backend, and on reference_backend<float>) against the same block
+///        composed here from the plain-loop reference ops and the official (unfused, unscaled)
+///        weights, on random weights from an in-memory WeightSource, with odd sizes: every branch
+///        (SwiGLU + sub-LN + no k bias + RoPE skipping a CLS token; plain MLP quick-GELU + causal
+///        mask), batch > 1, tokens not a multiple of anything. What this adds to the op's own test
+///        (tests/cpu/test_encoder_layer_op.cpp) is the load-time layout: q|k|v and w1|w2 fusion and
+///        the q scale folded into the weights or applied after the projection.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "common/compare.hpp"
+#include "qlip/cpu/encoder_layer.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/reference/activation.hpp"
 #include "qlip/reference/attention.hpp"
@@ -157,12 +161,12 @@ Tensor<float, 3> reference_layer(const MapSource& w, const std::string& p, const
   return x;
 }
 
-template <qlip::StackConfig S>
+template <qlip::StackConfig S, class B = qlip::cpu_backend>
 void check_layer(std::int64_t batch, std::int64_t tokens, qlip::Activation act, bool use_rope, std::int64_t first_token,
                  qlip::AttentionMask mask) {
   MapSource src;
   fill_layer<S>(src, "l");
-  qlip::nn::EncoderLayer<S, qlip::cpu_backend> layer;
+  qlip::nn::EncoderLayer<S, B> layer;
   const float eps = 1e-6f;
   layer.load(src, "l", eps);
   Tensor<float, 3> x({batch, tokens, S.hidden});
@@ -180,9 +184,9 @@ void check_layer(std::int64_t batch, std::int64_t tokens, qlip::Activation act, 
   }
   const auto expected = reference_layer<S>(src, "l", x, eps, act, use_rope ? &rope : nullptr, first_token, mask);
 
-  const qlip::nn::RopeSpec spec{rope.cos.view(), rope.sin.view(), first_token};
-  qlip::nn::LayerArgs args{eps, act, use_rope ? &spec : nullptr, mask};
-  qlip::Arena ws(qlip::nn::EncoderLayer<S, qlip::cpu_backend>::workspace_bytes(batch, tokens));
+  const qlip::RopeTableView<qlip::host_memory> spec{rope.cos.view(), rope.sin.view(), first_token};
+  qlip::nn::LayerArgs args{eps, act, mask, use_rope ? &spec : nullptr};
+  qlip::Arena ws(qlip::nn::EncoderLayer<S, B>::workspace_bytes(batch, tokens));
   layer.forward(ws, x.view(), args);
   EXPECT_EQ(ws.used(), 0u) << "forward must rewind its arena";
   EXPECT_LE(ws.peak(), ws.capacity());
@@ -199,6 +203,8 @@ void check_layer(std::int64_t batch, std::int64_t tokens, qlip::Activation act, 
 
 constexpr qlip::StackConfig kEvaLike{24, 1, 2, 40, qlip::MlpKind::swiglu, true, true, false, true};  // Dh 12
 constexpr qlip::StackConfig kClipLike{20, 1, 4, 37, qlip::MlpKind::plain, false, true, true, true};  // Dh 5
+// Dh 16: Dh^-½ = 1/4 is a power of two, so load() folds it into the q rows.
+constexpr qlip::StackConfig kFoldedScale{32, 1, 2, 24, qlip::MlpKind::swiglu, true, true, false, true};
 
 TEST(EncoderLayer, SwiGluSubLnRopeWithClsMatchesReference) {
   check_layer<kEvaLike>(3, 10, qlip::Activation::gelu, true, 1, qlip::AttentionMask::none);  // 1 CLS + 3x3 grid
@@ -208,12 +214,23 @@ TEST(EncoderLayer, SwiGluRopeOnAllTokensMatchesReference) {
   check_layer<kEvaLike>(2, 16, qlip::Activation::gelu, true, 0, qlip::AttentionMask::none);
 }
 
+TEST(EncoderLayer, QueryScaleFoldedIntoWeightsMatchesReference) {
+  check_layer<kFoldedScale>(2, 17, qlip::Activation::gelu, true, 1, qlip::AttentionMask::none);  // 1 CLS + 4x4
+}
+
 TEST(EncoderLayer, PlainQuickGeluCausalMatchesReference) {
   check_layer<kClipLike>(3, 11, qlip::Activation::quick_gelu, false, 0, qlip::AttentionMask::causal);
 }
 
 TEST(EncoderLayer, PlainGeluSingleTokenMatchesReference) {
   check_layer<kClipLike>(1, 1, qlip::Activation::gelu, false, 0, qlip::AttentionMask::none);
+}
+
+TEST(EncoderLayer, OnReferenceBackendMatchesReference) {
+  check_layer<kEvaLike, qlip::reference_backend<float>>(3, 10, qlip::Activation::gelu, true, 1,
+                                                        qlip::AttentionMask::none);
+  check_layer<kClipLike, qlip::reference_backend<float>>(2, 6, qlip::Activation::quick_gelu, false, 0,
+                                                         qlip::AttentionMask::causal);
 }
 
 TEST(EncoderLayer, MissingWeightIsReported) {

@@ -25,7 +25,7 @@ namespace detail {
 struct AlignedFree {
   void operator()(void* p) const noexcept { std::free(p); }
 };
-inline std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
+constexpr std::size_t round_up(std::size_t n, std::size_t a) { return (n + a - 1) / a * a; }
 }  // namespace detail
 
 /// Owning, 64-byte aligned, uninitialised (or zeroed) host memory of `n` elements of T.
@@ -93,6 +93,12 @@ class Tensor {
   Extents<R> shape_{};
   AlignedBuffer<T> buffer_;
 };
+
+/// Bytes an Arena needs for one allocation of n elements of T: Arena::allocate's rounding to 64 bytes.
+template <class T>
+constexpr std::size_t arena_bytes(std::int64_t n) {
+  return detail::round_up(static_cast<std::size_t>(n) * sizeof(T), kHostAlignment);
+}
 
 /// A bump allocator over one preallocated host block. Allocation is O(1), nothing is freed
 /// individually; ArenaScope rewinds to a mark. Exceeding the capacity throws (sizes are known

@@ -36,9 +36,16 @@
 #include "qlip/core/dispatch.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
+// The CPU ops the towers call on the default backend (nn/ includes no backend).
+#include "qlip/cpu/activation.hpp"
 #include "qlip/cpu/bsq.hpp"
+#include "qlip/cpu/copy.hpp"
+#include "qlip/cpu/embedding.hpp"
+#include "qlip/cpu/encoder_layer.hpp"
 #include "qlip/cpu/gemm.hpp"
 #include "qlip/cpu/l2_norm.hpp"
+#include "qlip/cpu/layer_norm.hpp"
+#include "qlip/cpu/patchify.hpp"
 #include "qlip/cpu/softmax.hpp"
 #include "qlip/model/checkpoint.hpp"
 #include "qlip/model/config.hpp"
@@ -343,38 +350,38 @@ class QlipModel {
 
   static std::size_t encode_image_workspace_bytes(std::int64_t batch, const ImageEncodeOptions& opt = {}) {
     const std::int64_t n = batch * kPatches;
-    const std::size_t kept = (opt.hidden_states.size()) * nn::arena_bytes<float>(batch * kTokens * kVisionWidth);
+    const std::size_t kept = (opt.hidden_states.size()) * arena_bytes<float>(batch * kTokens * kVisionWidth);
     std::size_t groups = 0;
-    for (int g : opt.group_sizes) groups += nn::arena_bytes<std::uint32_t>(n * (g > 0 ? kBits / g : 0));
-    const std::size_t outputs = nn::arena_bytes<float>(batch * kTokens * kVisionWidth) + kept +
-                                nn::arena_bytes<float>(batch * kVisionWidth) +
-                                2 * nn::arena_bytes<float>(batch * kProjection) +
-                                (opt.quantize ? 2 * nn::arena_bytes<float>(n * kBits) + nn::arena_bytes<std::uint8_t>(n * kBits) +
-                                                    nn::arena_bytes<std::uint32_t>(n) + groups
+    for (int g : opt.group_sizes) groups += arena_bytes<std::uint32_t>(n * (g > 0 ? kBits / g : 0));
+    const std::size_t outputs = arena_bytes<float>(batch * kTokens * kVisionWidth) + kept +
+                                arena_bytes<float>(batch * kVisionWidth) +
+                                2 * arena_bytes<float>(batch * kProjection) +
+                                (opt.quantize ? 2 * arena_bytes<float>(n * kBits) + arena_bytes<std::uint8_t>(n * kBits) +
+                                                    arena_bytes<std::uint32_t>(n) + groups
                                               : 0);
     const std::size_t temps = std::max(Vision::workspace_bytes(batch),
-                                       nn::arena_bytes<float>(n * kVisionWidth) + Bottleneck::encode_workspace_bytes(n) +
-                                           nn::arena_bytes<float>(n * kBits));
+                                       arena_bytes<float>(n * kVisionWidth) + Bottleneck::encode_workspace_bytes(n) +
+                                           arena_bytes<float>(n * kBits));
     return outputs + temps + 64 * kHostAlignment;
   }
 
   static std::size_t decode_workspace_bytes(std::int64_t batch, const DecodeOptions& opt = {}) {
     const std::int64_t n = batch * kPatches;
     const auto& d = kConfig.decoder;
-    const std::size_t outputs = nn::arena_bytes<float>(batch * d.channels * d.image_size * d.image_size) +
-                                nn::arena_bytes<float>(n * kDecoderWidth) +
-                                opt.hidden_states.size() * nn::arena_bytes<float>(n * kDecoderWidth);
-    const std::size_t prep = nn::arena_bytes<std::uint32_t>(n) + nn::arena_bytes<std::uint8_t>(n * kBits) +
-                             nn::arena_bytes<float>(n * kBits);
+    const std::size_t outputs = arena_bytes<float>(batch * d.channels * d.image_size * d.image_size) +
+                                arena_bytes<float>(n * kDecoderWidth) +
+                                opt.hidden_states.size() * arena_bytes<float>(n * kDecoderWidth);
+    const std::size_t prep = arena_bytes<std::uint32_t>(n) + arena_bytes<std::uint8_t>(n * kBits) +
+                             arena_bytes<float>(n * kBits);
     return outputs + prep + std::max(Bottleneck::decode_workspace_bytes(n), Decoder::workspace_bytes(batch)) +
            64 * kHostAlignment;
   }
 
   static std::size_t encode_text_workspace_bytes(std::int64_t batch, std::int64_t tokens = kConfig.text.context_length,
                                                  const TextEncodeOptions& opt = {}) {
-    const std::size_t hs = nn::arena_bytes<float>(batch * tokens * kTextWidth);
-    const std::size_t outputs = 2 * nn::arena_bytes<float>(batch * kProjection) +
-                                nn::arena_bytes<float>(batch * kTextWidth) + nn::arena_bytes<std::int64_t>(batch) +
+    const std::size_t hs = arena_bytes<float>(batch * tokens * kTextWidth);
+    const std::size_t outputs = 2 * arena_bytes<float>(batch * kProjection) +
+                                arena_bytes<float>(batch * kTextWidth) + arena_bytes<std::int64_t>(batch) +
                                 (opt.keep_final ? hs : 0) + opt.hidden_states.size() * hs;
     return outputs + Text::workspace_bytes(batch, tokens) + 64 * kHostAlignment;
   }
@@ -447,7 +454,7 @@ class QlipModel {
     ArenaScope scope(ws);
     HostView<float, 2> codes = ws.tensor<float, 2>({n, kBits});  // [B·N, L] ±1/√L
     QLIP_CHECK(bits.is_contiguous(), "decode: bits must be contiguous");
-    bsq_.bits_to_codes(bits.template reshape<2>({n, kBits}), codes);
+    bsq_.codes_from_bits(bits.template reshape<2>({n, kBits}), codes);
     decode_codes_into(ws, codes, r, opt);
     return r;
   }
@@ -462,7 +469,7 @@ class QlipModel {
     HostView<std::uint8_t, 2> bits = ws.tensor<std::uint8_t, 2>({n, kBits});
     HostView<float, 2> codes = ws.tensor<float, 2>({n, kBits});
     ops::index_to_bits(Backend{}, indices.template reshape<1>({n}), bits);
-    bsq_.bits_to_codes(bits, codes);
+    bsq_.codes_from_bits(bits, codes);
     decode_codes_into(ws, codes, r, opt);
     return r;
   }
@@ -482,7 +489,7 @@ class QlipModel {
     HostView<float, 2> codes = ws.tensor<float, 2>({n, kBits});
     ops::group_indices_to_index(Backend{}, groups.template reshape<2>({n, kBits / group_size}), group_size, idx);
     ops::index_to_bits(Backend{}, idx, bits);
-    bsq_.bits_to_codes(bits, codes);
+    bsq_.codes_from_bits(bits, codes);
     decode_codes_into(ws, codes, r, opt);
     return r;
   }

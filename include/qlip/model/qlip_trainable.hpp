@@ -229,7 +229,7 @@ class QlipTrainable {
   QlipRuntimeConfig rt_;
   BsqLossConfig bsq_;
   RopeTable vision_rope_, decoder_rope_;
-  mutable nn::RopeTableView<Mem> vrope_{}, drope_{};
+  mutable RopeTableView<Mem> vrope_{}, drope_{};
   std::int64_t batch_ = 0, tokens_ = 0;
   std::vector<T> vision_saved_, vision_work_, quant_saved_, quant_work_, decoder_saved_, decoder_work_, text_saved_,
       text_work_;

@@ -1,10 +1,17 @@
 /// @file block_config.hpp
 /// @brief Structural configs of the nn/ building blocks: what a transformer block is made of (norm
-///        kind, MLP kind, heads and key/value heads, biases, sub-LN). The QLIP towers (model/config.hpp)
-///        and the Llama block reuse these; nn/ never includes model/.
+///        kind, MLP kind, heads and key/value heads, biases, sub-LN), and the run-time values every
+///        block of a stack shares. The QLIP towers (model/config.hpp) and the Llama block reuse
+///        these; nn/ never includes model/. The MLP kind and the activation are the encoder layer
+///        op's (reference/encoder_layer.hpp), which the inference layers call.
 #pragma once
 
 #include <cstdint>
+
+#include "qlip/core/backend.hpp"
+#include "qlip/reference/attention.hpp"
+#include "qlip/reference/encoder_layer.hpp"
+#include "qlip/reference/rope.hpp"
 
 namespace qlip {
 
@@ -12,23 +19,6 @@ namespace qlip {
 enum class NormKind : std::uint8_t {
   layer_norm,  ///< torch.nn.LayerNorm (weight and bias)
   rms_norm,    ///< Llama RMSNorm (weight only)
-};
-
-/// Activation of a plain (fc1/fc2) MLP, from `hidden_act` (HF ACT2FN names).
-enum class Activation : std::uint8_t {
-  gelu,        ///< "gelu": exact erf GELU
-  quick_gelu,  ///< "quick_gelu": x·σ(1.702x)
-};
-
-/// Name of an Activation as config.json spells it.
-constexpr const char* activation_name(Activation a) {
-  return a == Activation::gelu ? "gelu" : "quick_gelu";
-}
-
-/// Feed-forward block of an encoder layer (MODEL.md §2.3).
-enum class MlpKind : std::uint8_t {
-  plain,   ///< QLIPMLP: fc2(ffn_ln?(act(fc1(x))))
-  swiglu,  ///< QLIPSwiGLU: w3(ffn_ln?(silu(w1·x) ⊙ w2·x))
 };
 
 /// One stack of pre-LN transformer layers (text, vision encoder, pixel decoder share the layer type).
@@ -63,4 +53,18 @@ constexpr bool is_valid(const StackConfig& s) {
 template <StackConfig S>
 concept valid_stack = is_valid(S);
 
+namespace nn {
+
+/// Run-time values of a block (the same for every block of a stack; from config.json).
+/// @tparam T the backend's element type
+/// @tparam M memory space of the RoPE table
+template <class T, memory_space M>
+struct BlockArgs {
+  float eps = 1e-5f;                          ///< LayerNorm eps
+  Activation act = Activation::gelu;          ///< plain MLP only (SwiGLU uses SiLU)
+  AttentionMask mask = AttentionMask::none;   ///< causal in the text tower
+  const RopeTableView<M>* rope = nullptr;     ///< nullptr: no RoPE
+};
+
+}  // namespace nn
 }  // namespace qlip

@@ -11,7 +11,8 @@
 /// Indices are built from the bits with integer shifts (dimension 0 = MSB), never with the float32
 /// sum of the official Python, which rounds indices ≥ 2^24 (MODEL.md §3.4).
 ///
-/// Accumulation contract: outputs written with `=`; no state.
+/// Accumulation contract: outputs written with `=`; no state. Ops are called unqualified on the
+/// backend the bottleneck was built with.
 #pragma once
 
 #include <cmath>
@@ -20,27 +21,27 @@
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
-#include "qlip/core/math.hpp"
+#include "qlip/core/profile.hpp"
 #include "qlip/core/tensor.hpp"
-#include "qlip/cpu/activation.hpp"
-#include "qlip/cpu/bsq.hpp"
-#include "qlip/cpu/l2_norm.hpp"
-#include "qlip/cpu/profile.hpp"
-#include "qlip/nn/tower_config.hpp"
+#include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
+#include "qlip/nn/tower_config.hpp"
+#include "qlip/reference/ops.hpp"
 
 namespace qlip::nn {
 
 /// quant_embed / quant_embed_post (quantizer_embed_type "mlp").
 /// @tparam D encoder width
 /// @tparam Q quantizer config (bits L, hidden_post_q Dq)
-/// @tparam B backend tag
-template <int D, QuantizerConfig Q, backend B>
+/// @tparam B backend (host, float32)
+template <int D, QuantizerConfig Q, host_float_backend B>
   requires(D > 0 && Q.bits >= 1 && Q.bits <= 32 && Q.hidden_post_q > 0)
 class BsqBottleneck {
  public:
   static constexpr std::int64_t kL = Q.bits;
   static constexpr std::int64_t kDq = Q.hidden_post_q;
+
+  explicit BsqBottleneck(B be = {}) : be_(be) {}
 
   /// Loads `<prefix>.quant_embed.{c_fc,c_proj}` and `<prefix>.quant_embed_post.{c_fc,c_proj}`.
   /// @param l2_norm         normalise h before the sign (config quantizer_l2_norm)
@@ -62,7 +63,7 @@ class BsqBottleneck {
   float code_scale() const { return scale_; }
 
   static std::size_t encode_workspace_bytes(std::int64_t m) {
-    return arena_bytes<float>(m * D) + arena_bytes<float>(m * kL);
+    return arena_bytes<float>(m * D) + 2 * arena_bytes<float>(m * kL);
   }
   static std::size_t decode_workspace_bytes(std::int64_t m) { return arena_bytes<float>(m * kDq); }
 
@@ -77,24 +78,24 @@ class BsqBottleneck {
     ArenaScope scope(ws);
     HostView<float, 2> hidden = ws.tensor<float, 2>({m, D});                                // [M, D]
     HostView<float, 2> h = pre_norm.empty() ? ws.tensor<float, 2>({m, kL}) : pre_norm;        // [M, L]
-    embed_fc_.forward(B{}, z, hidden);
-    ops::gelu(B{}, hidden, hidden);
-    embed_proj_.forward(B{}, hidden, h);
+    embed_fc_.forward(be_, z, hidden);
+    gelu(be_, hidden, hidden);
+    embed_proj_.forward(be_, hidden, h);
     if (l2_norm_) {
-      ops::l2_normalize_rows(B{}, h, u, 1e-12f);
+      l2_normalize_rows(be_, h, u, 1e-12f);
     } else {
-      for (std::int64_t i = 0; i < m; ++i)
-        for (std::int64_t j = 0; j < kL; ++j) u(i, j) = h(i, j);
+      copy(be_, HostView<const float, 2>(h), u);
     }
-    // The bits only: the codes are recomputed from bits in decode (identical, exact ±scale).
-    for (std::int64_t i = 0; i < m; ++i)
-      for (std::int64_t j = 0; j < kL; ++j) bits(i, j) = math::bsq_bit(u(i, j)) ? 1 : 0;
+    // The bits are what encode returns; decode recomputes the codes from them (identical, exact
+    // ±scale), so the codes written here are scratch.
+    bsq_quantize(be_, u, bits, ws.tensor<float, 2>({m, kL}), scale_);
     return {};
   }
 
-  /// bits[M, L] → codes[M, L] = ±scale.
-  void bits_to_codes(HostView<const std::uint8_t, 2> bits, HostView<float, 2> codes) const {
-    ops::bits_to_codes(B{}, bits, scale_, codes);
+  /// bits[M, L] → codes[M, L] = ±scale. (Not named after the op: a member of that name would hide
+  /// the backend's overload from the unqualified call.)
+  void codes_from_bits(HostView<const std::uint8_t, 2> bits, HostView<float, 2> codes) const {
+    bits_to_codes(be_, bits, scale_, codes);
   }
 
   /// q[M, L] (codes, or any point on the sphere) → zhat[M, Dq].
@@ -105,13 +106,14 @@ class BsqBottleneck {
     QLIP_PROFILE_SCOPE("bsq decode");
     ArenaScope scope(ws);
     HostView<float, 2> hidden = ws.tensor<float, 2>({m, kDq});  // [M, Dq]
-    post_fc_.forward(B{}, q, hidden);
-    ops::gelu(B{}, hidden, hidden);
-    post_proj_.forward(B{}, hidden, zhat);
+    post_fc_.forward(be_, q, hidden);
+    gelu(be_, hidden, hidden);
+    post_proj_.forward(be_, hidden, zhat);
     return {};
   }
 
  private:
+  B be_;
   Linear embed_fc_, embed_proj_;  // quant_embed: [D, D], [L, D]
   Linear post_fc_, post_proj_;    // quant_embed_post: [Dq, L], [Dq, Dq]
   bool l2_norm_ = true;

@@ -6,9 +6,9 @@
 /// output with `=`; a future backward adds parameter gradients with `+=` into a gradient holder of
 /// the same shapes.
 ///
-/// Weights stay in PyTorch layout ([out, in], row-major) so ops::linear reads them with no copy; the
-/// only rearrangement at load time is concatenating q/k/v rows into one [3D, D] matrix (one GEMM
-/// instead of three), which is a placement of rows, not a transpose.
+/// Weights stay in PyTorch layout ([out, in], row-major) so the linear op reads them with no copy;
+/// the rearrangements of the frozen inference layer happen in nn/encoder_layer.hpp. Forwards call
+/// the ops unqualified with the caller's backend, so this header includes no backend.
 #pragma once
 
 #include <cstdint>
@@ -20,8 +20,7 @@
 #include "qlip/core/backend.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
-#include "qlip/cpu/gemm.hpp"
-#include "qlip/cpu/layer_norm.hpp"
+#include "qlip/reference/ops.hpp"
 
 namespace qlip::nn {
 
@@ -79,8 +78,8 @@ struct Linear {
 
   /// y[M, out] = x[M, in]·Wᵀ + b.
   template <backend B>
-  void forward(B, HostView<const float, 2> x, HostView<float, 2> y) const {
-    ops::linear(B{}, x, weight.view(), bias_view(), y);
+  void forward(B be, HostView<const float, 2> x, HostView<float, 2> y) const {
+    linear(be, x, weight.view(), bias_view(), y);
   }
 };
 
@@ -99,31 +98,13 @@ struct LayerNorm {
 
   /// y[M, D] = LN(x[M, D]); y may alias x.
   template <backend B>
-  void forward(B, HostView<const float, 2> x, HostView<float, 2> y) const {
-    ops::layer_norm(B{}, x, weight.view(), bias.view(), eps, y);
+  void forward(B be, HostView<const float, 2> x, HostView<float, 2> y) const {
+    layer_norm(be, x, weight.view(), bias.view(), eps, y);
   }
 };
 
 /// The context an inference forward returns. A training forward would return the activations its
 /// backward needs instead; callers already write `auto ctx = module.forward(ws, ...)`.
 struct InferenceContext {};
-
-/// Bytes an Arena needs for one allocation of n elements of T (allocations are rounded to 64 bytes).
-template <class T>
-constexpr std::size_t arena_bytes(std::int64_t n) {
-  return (static_cast<std::size_t>(n) * sizeof(T) + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
-}
-
-/// x += y element-wise over two equally shaped contiguous views (the residual add).
-inline void add_inplace(HostView<float, 2> x, HostView<const float, 2> y) {
-  QLIP_CHECK(y.shape() == x.shape(), "residual add: shapes ", shape_string<2>(x.shape()), " and ",
-             shape_string<2>(y.shape()), " differ");
-  QLIP_CHECK(x.is_contiguous() && y.is_contiguous(), "residual add needs contiguous views");
-  float* xp = x.data();
-  const float* yp = y.data();
-  const std::int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (std::int64_t i = 0; i < n; ++i) xp[i] += yp[i];
-}
 
 }  // namespace qlip::nn

@@ -4,6 +4,7 @@
 ///        Linear head, unpatchify. Output is in CLIP-normalised pixel space and NOT clamped (MODEL.md §10.1).
 ///
 /// Accumulation contract: outputs written with `=`; the residual stream is updated in place (`+=`).
+/// Ops are called unqualified on the backend the decoder was built with.
 #pragma once
 
 #include <cstdint>
@@ -12,20 +13,19 @@
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
+#include "qlip/core/profile.hpp"
 #include "qlip/core/tensor.hpp"
-#include "qlip/cpu/activation.hpp"
-#include "qlip/cpu/patchify.hpp"
-#include "qlip/cpu/profile.hpp"
-#include "qlip/nn/tower_config.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
 #include "qlip/nn/rope_table.hpp"
+#include "qlip/nn/tower_config.hpp"
+#include "qlip/reference/ops.hpp"
 
 namespace qlip::nn {
 
 /// @tparam V decoder config (geometry and stack; width = hidden_size_post_q)
-/// @tparam B backend tag
-template <VisionConfig V, backend B>
+/// @tparam B backend (host, float32)
+template <VisionConfig V, host_float_backend B>
   requires valid_vit<V>
 class PixelDecoder {
  public:
@@ -34,6 +34,8 @@ class PixelDecoder {
   static constexpr std::int64_t kI = V.stack.intermediate;  // head width = decoder intermediate_size
   static constexpr std::int64_t kPatchDim = V.patch_dim();
   using Stack = EncoderStack<V.stack, B>;
+
+  explicit PixelDecoder(B be = {}) : be_(be), stack_(be) {}
 
   /// Loads `<prefix>.position_embeddings` [1, N, D], `<prefix>.encoder.*`, `<prefix>.norm`,
   /// `<prefix>.ffn.0`, `<prefix>.conv_out` and the RoPE table when rt.rope.
@@ -73,28 +75,29 @@ class PixelDecoder {
     HostView<float, 3> x = ws.tensor<float, 3>({batch, kN, kD});  // [B, N, D]
     {
       QLIP_PROFILE_SCOPE("decoder positions");
-      for (std::int64_t b = 0; b < batch; ++b)
-        for (std::int64_t n = 0; n < kN; ++n)
-          for (std::int64_t j = 0; j < kD; ++j) x(b, n, j) = position_(n, j) + zhat(b, n, j);
+      // zhat + positions (PyTorch adds positions + zhat: the same float sums)
+      copy(be_, zhat, x);
+      add_rows_broadcast(be_, x, position_.view());
     }
-    if (!keep.empty() && !keep[0].empty()) Stack::copy(x, keep[0]);
-    const RopeSpec rope{rope_.cos.view(), rope_.sin.view(), 0};
-    LayerArgs args{rt_.layer_norm_eps, rt_.act, rt_.rope ? &rope : nullptr, AttentionMask::none};
+    if (!keep.empty() && !keep[0].empty()) stack_.keep_hidden_state(x, keep[0]);
+    const RopeTableView<host_memory> rope{rope_.cos.view(), rope_.sin.view(), 0};
+    const LayerArgs args{rt_.layer_norm_eps, rt_.act, AttentionMask::none, rt_.rope ? &rope : nullptr};
     stack_.forward(ws, x, args, keep);
     HostView<float, 2> x2 = x.template reshape<2>({m, kD});
     HostView<float, 2> h = ws.tensor<float, 2>({m, kD});          // [M, D]
     HostView<float, 2> f = ws.tensor<float, 2>({m, kI});          // [M, I]
     HostView<float, 2> p = ws.tensor<float, 2>({m, kPatchDim});   // [M, C·p·p]
     QLIP_PROFILE_SCOPE("decoder head");
-    norm_.forward(B{}, x2, h);
-    ffn_.forward(B{}, h, f);
-    ops::tanh_act(B{}, f, f);
-    conv_out_.forward(B{}, f, p);
-    ops::unpatchify(B{}, p.template reshape<3>({batch, kN, kPatchDim}), V.patch_size, img);
+    norm_.forward(be_, x2, h);
+    ffn_.forward(be_, h, f);
+    tanh_act(be_, f, f);
+    conv_out_.forward(be_, f, p);
+    unpatchify(be_, p.template reshape<3>({batch, kN, kPatchDim}), V.patch_size, img);
     return {};
   }
 
  private:
+  B be_;
   TowerRuntime rt_{};
   Tensor<float, 2> position_;  // [N, D]
   RopeTable rope_;

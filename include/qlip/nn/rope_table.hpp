@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "qlip/core/allocator.hpp"
-#include "qlip/cpu/rope.hpp"
+#include "qlip/reference/rope.hpp"
 #include "qlip/nn/parameters.hpp"
 
 namespace qlip::nn {
@@ -40,7 +40,7 @@ inline std::string find_buffer_key(const WeightSource& src, const std::string& p
 inline RopeSource load_rope_table(WeightSource& src, const std::string& prefix, int grid, int head_dim,
                                   RopeTable& table) {
   const std::int64_t rows = static_cast<std::int64_t>(grid) * grid;
-  table = ops::rope2d_table(grid, head_dim);  // also the cross-check for stored buffers
+  table = reference::rope2d_table(grid, head_dim);  // also the cross-check for stored buffers
   const std::string kc = find_buffer_key(src, prefix, "rope.freqs_cos");
   const std::string ks = find_buffer_key(src, prefix, "rope.freqs_sin");
   if (kc.empty() || ks.empty()) return RopeSource::computed;

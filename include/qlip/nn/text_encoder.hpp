@@ -7,6 +7,8 @@
 /// EOT (zero or EOT padding) cannot change the pooled row, so no padding mask is needed.
 ///
 /// Accumulation contract: outputs written with `=`; the residual stream is updated in place (`+=`).
+/// Ops are called unqualified on the backend the tower was built with; the only host loops read
+/// the token ids (validation and the pooled positions), as the trainable tower's pool_rows does.
 #pragma once
 
 #include <algorithm>
@@ -17,20 +19,23 @@
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
 #include "qlip/core/tensor.hpp"
-#include "qlip/nn/tower_config.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
+#include "qlip/nn/tower_config.hpp"
+#include "qlip/reference/ops.hpp"
 
 namespace qlip::nn {
 
 /// @tparam T text config
-/// @tparam B backend tag
-template <TextConfig T, backend B>
+/// @tparam B backend (host, float32)
+template <TextConfig T, host_float_backend B>
   requires valid_text<T>
 class TextEncoder {
  public:
   static constexpr std::int64_t kD = T.stack.hidden;
   using Stack = EncoderStack<T.stack, B>;
+
+  explicit TextEncoder(B be = {}) : be_(be), stack_(be) {}
 
   /// Loads `<prefix>.embeddings.*`, `<prefix>.encoder.*`, `<prefix>.final_layer_norm` and the
   /// projection `<projection>` [proj_dim, D] (+ bias).
@@ -55,7 +60,7 @@ class TextEncoder {
   /// Arena bytes forward() needs beyond its outputs, for `batch` sequences of `tokens` ids.
   static std::size_t workspace_bytes(std::int64_t batch, std::int64_t tokens) {
     return 2 * arena_bytes<float>(batch * tokens * kD) + arena_bytes<float>(batch * kD) +
-           Stack::workspace_bytes(batch, tokens);
+           arena_bytes<std::int64_t>(batch) + Stack::workspace_bytes(batch, tokens);
   }
 
   /// ids[B, T] (T ≤ context length) → embeds[B, P] (raw projection).
@@ -69,29 +74,28 @@ class TextEncoder {
     QLIP_CHECK(tokens >= 1 && tokens <= T.context_length, "text encoder: ", tokens,
                " tokens per sequence, expected 1..", T.context_length);
     check_shape(embeds, {batch, projection_.out_features()}, "text encoder: embeds");
+    check_ids(ids);
     ArenaScope scope(ws);
     HostView<float, 3> x = ws.tensor<float, 3>({batch, tokens, kD});  // [B, T, D]
-    for (std::int64_t b = 0; b < batch; ++b)
-      for (std::int64_t t = 0; t < tokens; ++t) {
-        const std::int32_t id = ids(b, t);
-        QLIP_CHECK(id >= 0 && id < T.vocab_size, "text encoder: token id ", id, " at [", b, ", ", t,
-                   "] is outside the vocabulary of ", T.vocab_size);
-        for (std::int64_t j = 0; j < kD; ++j) x(b, t, j) = token_embedding_(id, j) + position_(t, j);
-      }
-    if (!keep.empty() && !keep[0].empty()) Stack::copy(x, keep[0]);
-    LayerArgs args{rt_.layer_norm_eps, rt_.act, nullptr, AttentionMask::causal};
+    // token + position embeddings, added element by element as PyTorch adds
+    for (std::int64_t b = 0; b < batch; ++b) embedding(be_, token_embedding_.view(), ids.select(0, b), x.select(0, b));
+    add_rows_broadcast(be_, x, position_.view().slice(0, 0, tokens));
+    if (!keep.empty() && !keep[0].empty()) stack_.keep_hidden_state(x, keep[0]);
+    const LayerArgs args{rt_.layer_norm_eps, rt_.act, AttentionMask::causal, nullptr};
     stack_.forward(ws, x, args, keep);
     HostView<float, 3> fin = final.empty() ? ws.tensor<float, 3>({batch, tokens, kD}) : final;  // [B, T, D]
     check_shape(fin, {batch, tokens, kD}, "text encoder: final");
-    final_ln_.forward(B{}, x.template reshape<2>({batch * tokens, kD}), fin.template reshape<2>({batch * tokens, kD}));
+    final_ln_.forward(be_, x.template reshape<2>({batch * tokens, kD}), fin.template reshape<2>({batch * tokens, kD}));
     HostView<float, 2> pool = pooled.empty() ? ws.tensor<float, 2>({batch, kD}) : pooled;  // [B, D]
     check_shape(pool, {batch, kD}, "text encoder: pooled");
+    HostView<std::int64_t, 1> rows = ws.tensor<std::int64_t, 1>({batch});  // pooled row of [B·T, D]
     for (std::int64_t b = 0; b < batch; ++b) {
       const std::int64_t e = eot_position(ids.select(0, b));
       if (!eot.empty()) eot(b) = e;
-      for (std::int64_t j = 0; j < kD; ++j) pool(b, j) = fin(b, e, j);
+      rows(b) = b * tokens + e;
     }
-    projection_.forward(B{}, pool, embeds);
+    gather_rows(be_, HostView<const float, 2>(fin.template reshape<2>({batch * tokens, kD})), rows, pool);
+    projection_.forward(be_, pool, embeds);
     return {};
   }
 
@@ -111,6 +115,17 @@ class TextEncoder {
   }
 
  private:
+  /// Every id in [0, vocab): checked here, before any op, so the message names the text encoder.
+  static void check_ids(HostView<const std::int32_t, 2> ids) {
+    for (std::int64_t b = 0; b < ids.size(0); ++b)
+      for (std::int64_t t = 0; t < ids.size(1); ++t) {
+        const std::int32_t id = ids(b, t);
+        QLIP_CHECK(id >= 0 && id < T.vocab_size, "text encoder: token id ", id, " at [", b, ", ", t,
+                   "] is outside the vocabulary of ", T.vocab_size);
+      }
+  }
+
+  B be_;
   TowerRuntime rt_{};
   int eos_ = 49407;
   Tensor<float, 2> token_embedding_;  // [V, D]

@@ -36,25 +36,6 @@
 
 namespace qlip::nn {
 
-/// The 2-D (interleaved, EVA-02) RoPE table of a tower: rows 0..P−1 rotate tokens
-/// first_token..first_token+P−1. float32 whatever the backend's element type: the table is a
-/// constant buffer of the checkpoint (MODEL.md §2.4), never trained.
-template <memory_space M>
-struct RopeTableView {
-  TensorView<const float, 2, M> cos;  // [P, Dh]
-  TensorView<const float, 2, M> sin;  // [P, Dh]
-  std::int64_t first_token = 0;   // 1 in the vision encoder (CLS untouched), 0 in the decoder
-};
-
-/// Run-time values of a block (the same for every block of a stack; from config.json).
-template <class T, memory_space M>
-struct BlockArgs {
-  float eps = 1e-5f;                          ///< LayerNorm eps
-  Activation act = Activation::gelu;          ///< plain MLP only (SwiGLU uses SiLU)
-  AttentionMask mask = AttentionMask::none;   ///< causal in the text tower
-  const RopeTableView<M>* rope = nullptr;  ///< nullptr: no RoPE
-};
-
 /// One trainable block.
 /// @tparam S the stack's structural config (widths, MLP kind, sub-LN, biases)
 /// @tparam B backend (cpu_backend, reference_backend<T>, ...)

@@ -5,6 +5,7 @@
 ///
 /// Accumulation contract: every output is written with `=`; the residual stream inside the stack
 /// is updated in place (`+=`). Nothing is allocated in forward: temporaries come from the Arena.
+/// Ops are called unqualified on the backend the tower was built with (argument-dependent lookup).
 #pragma once
 
 #include <cstdint>
@@ -13,20 +14,20 @@
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
+#include "qlip/core/profile.hpp"
 #include "qlip/core/tensor.hpp"
-#include "qlip/cpu/patchify.hpp"
-#include "qlip/cpu/profile.hpp"
-#include "qlip/nn/tower_config.hpp"
 #include "qlip/nn/encoder_layer.hpp"
 #include "qlip/nn/parameters.hpp"
 #include "qlip/nn/rope_table.hpp"
+#include "qlip/nn/tower_config.hpp"
+#include "qlip/reference/ops.hpp"
 
 namespace qlip::nn {
 
 /// The vision tower up to the CLS embedding.
 /// @tparam V vision config (geometry and stack)
-/// @tparam B backend tag
-template <VisionConfig V, backend B>
+/// @tparam B backend (host, float32)
+template <VisionConfig V, host_float_backend B>
   requires valid_vit<V>
 class VisionEncoder {
  public:
@@ -35,6 +36,8 @@ class VisionEncoder {
   static constexpr std::int64_t kT = V.patches() + 1;  // with CLS
   static constexpr std::int64_t kPatchDim = V.patch_dim();
   using Stack = EncoderStack<V.stack, B>;
+
+  explicit VisionEncoder(B be = {}) : be_(be), stack_(be) {}
 
   /// Loads `<prefix>.embeddings.*`, `<prefix>.encoder.*`, `<prefix>.post_layernorm.*`, the RoPE table
   /// (if rt.rope) and the projection `<projection>` [proj_dim, D] (+ bias).
@@ -74,35 +77,39 @@ class VisionEncoder {
     check_shape(pixels, {batch, V.channels, V.image_size, V.image_size}, "vision encoder: pixels");
     check_shape(x, {batch, kT, kD}, "vision encoder: x");
     QLIP_CHECK(x.is_contiguous(), "vision encoder: x must be contiguous");
-    {
-      QLIP_PROFILE_SCOPE("patch embed");
-      ArenaScope scope(ws);
-      HostView<float, 3> patches = ws.tensor<float, 3>({batch, kN, kPatchDim});  // [B, N, C·p·p]
-      ops::patchify(B{}, pixels, V.patch_size, patches);
-      for (std::int64_t b = 0; b < batch; ++b) {
-        // conv(x) + bias straight into tokens 1..N of sequence b (a contiguous [N, D] block)
-        HostView<float, 2> tokens = x.select(0, b).slice(0, 1, kT);
-        patch_.forward(B{}, patches.select(0, b), tokens);
-        for (std::int64_t j = 0; j < kD; ++j) x(b, 0, j) = class_embedding_(j);
-        // cat([cls, patches]) + position table, element by element as PyTorch adds
-        for (std::int64_t t = 0; t < kT; ++t)
-          for (std::int64_t j = 0; j < kD; ++j) x(b, t, j) += position_(t, j);
-      }
-    }
-    if (!keep.empty() && !keep[0].empty()) Stack::copy(x, keep[0]);
-    const RopeSpec rope{rope_.cos.view(), rope_.sin.view(), 1};  // CLS (token 0) is not rotated
-    LayerArgs args{rt_.layer_norm_eps, rt_.act, rt_.rope ? &rope : nullptr, AttentionMask::none};
+    embed(ws, pixels, x);
+    if (!keep.empty() && !keep[0].empty()) stack_.keep_hidden_state(x, keep[0]);
+    const RopeTableView<host_memory> rope{rope_.cos.view(), rope_.sin.view(), 1};  // CLS (token 0) is not rotated
+    const LayerArgs args{rt_.layer_norm_eps, rt_.act, AttentionMask::none, rt_.rope ? &rope : nullptr};
     return stack_.forward(ws, x, args, keep);
   }
 
   /// CLS path: cls[B, D] = post_layernorm(x[:, 0]); embeds[B, P] = visual_projection(cls) (raw).
   void project_cls(HostView<const float, 3> x, HostView<float, 2> cls, HostView<float, 2> embeds) const {
     QLIP_PROFILE_SCOPE("cls projection");
-    post_layernorm_.forward(B{}, x.select(1, 0), cls);
-    projection_.forward(B{}, cls, embeds);
+    post_layernorm_.forward(be_, x.select(1, 0), cls);
+    projection_.forward(be_, cls, embeds);
   }
 
  private:
+  /// x[B, N+1, D] = cat(class_embedding, conv_p(pixels)) + position_embedding, added element by
+  /// element as PyTorch adds (cls + pos[0] is cls copied, then the table added).
+  void embed(Arena& ws, HostView<const float, 4> pixels, HostView<float, 3> x) const {
+    QLIP_PROFILE_SCOPE("patch embed");
+    const std::int64_t batch = pixels.size(0);
+    ArenaScope scope(ws);
+    HostView<float, 3> patches = ws.tensor<float, 3>({batch, kN, kPatchDim});  // [B, N, C·p·p]
+    patchify(be_, pixels, V.patch_size, patches);
+    const HostView<const float, 2> cls(class_embedding_.data(), {1, kD});
+    for (std::int64_t b = 0; b < batch; ++b) {
+      // conv(x) + bias straight into tokens 1..N of sequence b (a contiguous [N, D] block)
+      patch_.forward(be_, patches.select(0, b), x.select(0, b).slice(0, 1, kT));
+      copy(be_, cls, x.select(0, b).slice(0, 0, 1));
+    }
+    add_rows_broadcast(be_, x, position_.view());
+  }
+
+  B be_;
   TowerRuntime rt_{};
   Tensor<float, 1> class_embedding_;  // [D]
   Linear patch_;                      // [D, C·p·p] + [D]

@@ -9,6 +9,7 @@
 /// convert to read-only ones as at any other call. Workspace arenas are accepted and unused.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -18,10 +19,12 @@
 #include "qlip/reference/activation.hpp"
 #include "qlip/reference/add.hpp"
 #include "qlip/reference/attention.hpp"
+#include "qlip/reference/bsq.hpp"
 #include "qlip/reference/bsq_loss.hpp"
 #include "qlip/reference/contrastive_loss.hpp"
 #include "qlip/reference/copy.hpp"
 #include "qlip/reference/embedding.hpp"
+#include "qlip/reference/encoder_layer.hpp"
 #include "qlip/reference/gemm.hpp"
 #include "qlip/reference/l2_norm.hpp"
 #include "qlip/reference/layer_norm.hpp"
@@ -46,6 +49,11 @@ void linear_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> w, HostA
 }
 
 // ---- normalisation ----
+template <class T>
+void layer_norm(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> gamma, HostArg<const T, 1> beta, float eps,
+                HostArg<T, 2> y) {
+  reference::layer_norm<T>(x, gamma, beta, eps, y);
+}
 template <class T>
 void layer_norm_train(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> gamma, HostArg<const T, 1> beta, float eps,
                       HostArg<T, 2> y, HostArg<T, 1> mean, HostArg<T, 1> rstd) {
@@ -103,6 +111,11 @@ void swiglu_backward(ref<T>, HostArg<const T, 2> gate, HostArg<const T, 2> lin, 
 }
 
 // ---- attention and RoPE ----
+template <class T>
+void attention(ref<T>, Arena&, HostArg<const T, 4> q, HostArg<const T, 4> k, HostArg<const T, 4> v, HostArg<T, 4> out,
+               float scale, AttentionMask mask) {
+  reference::attention<T>(q, k, v, out, scale, mask);
+}
 template <class T>
 void attention_train(ref<T>, Arena&, HostArg<const T, 4> q, HostArg<const T, 4> k, HostArg<const T, 4> v,
                      HostArg<T, 4> out, HostArg<T, 3> lse, float scale, AttentionMask mask) {
@@ -181,7 +194,27 @@ void gather_rows_backward(ref<T>, HostView<const std::int64_t, 1> rows, HostArg<
   reference::gather_rows_backward<T>(rows, dy, dx);
 }
 
+// ---- the fused encoder layer (inference) ----
+// The reference layer is the composition of the ops above (it allocates its own temporaries).
+template <class T>
+std::size_t encoder_layer_workspace_bytes(ref<T>, std::int64_t, std::int64_t, const EncoderLayerDims&) {
+  return 0;
+}
+template <class T>
+void encoder_layer_forward(ref<T> be, Arena& ws, const EncoderLayerWeights<T>& w, HostArg<T, 3> x,
+                           const EncoderLayerArgs<host_memory>& args) {
+  detail::encoder_layer_composed(be, ws, w, x, args);
+}
+
 // ---- quantiser and losses ----
+// Sign quantisation and codes are float32 (the inference bottleneck's).
+inline void bsq_quantize(ref<float>, HostView<const float, 2> u, HostView<std::uint8_t, 2> bits,
+                         HostView<float, 2> codes, float scale) {
+  reference::bsq_quantize(u, bits, codes, scale);
+}
+inline void bits_to_codes(ref<float>, HostView<const std::uint8_t, 2> bits, float scale, HostView<float, 2> codes) {
+  reference::bits_to_codes(bits, scale, codes);
+}
 template <class T>
 void bsq_straight_through(ref<T>, HostArg<const T, 2> z, std::type_identity_t<T> q_scale, HostArg<T, 2> zq) {
   reference::bsq_straight_through<T>(z, q_scale, zq);

@@ -26,6 +26,7 @@
 #include <string>
 
 #include "qlip/core/allocator.hpp"
+#include "qlip/core/backend.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/math.hpp"
 #include "qlip/core/tensor.hpp"
@@ -36,6 +37,17 @@ namespace qlip {
 struct RopeTable {
   Tensor<float, 2> cos;  // [P, W]
   Tensor<float, 2> sin;  // [P, W]
+};
+
+/// A 2-D (interleaved, EVA-02) RoPE table as an op receives it: rows 0..P−1 rotate tokens
+/// first_token..first_token+P−1. float32 whatever the backend's element type: the table is a
+/// constant buffer of the checkpoint (MODEL.md §2.4), never trained.
+/// @tparam M memory space of the table
+template <memory_space M>
+struct RopeTableView {
+  TensorView<const float, 2, M> cos;  // [P, Dh]
+  TensorView<const float, 2, M> sin;  // [P, Dh]
+  std::int64_t first_token = 0;       // 1 in the vision encoder (CLS untouched), 0 in the decoder
 };
 
 /// Llama-3 frequency scaling (HF rope_scaling {"rope_type": "llama3", ...}). The defaults are

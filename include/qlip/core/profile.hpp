@@ -1,22 +1,21 @@
 /// @file profile.hpp
-/// @brief Opt-in wall-clock breakdown of a CPU forward by op (`QLIP_PROFILE_SCOPE("label")`).
+/// @brief Opt-in wall-clock breakdown of a forward by op (`QLIP_PROFILE_SCOPE("label")`), usable
+///        by modules (nn/) and backends alike: standard library only.
 ///
 /// Compiled out unless the translation unit defines QLIP_PROFILE_OPS before including qlip headers
 /// (bench/cpu_qlip_model.cpp does); then it also has to be switched on at run time with
-/// qlip::profile::set_enabled(true). Outside OpenMP regions a scope times a whole op, including its
-/// own threading; inside a region only thread 0 records, so such a label is thread 0's share (its
-/// rows), and the enclosing region's label minus its parts is time spent waiting at the join.
-/// Labels must be string literals (they are compared by address first, then by content).
+/// qlip::profile::set_enabled(true). Only the thread that switched it on records: outside OpenMP
+/// regions a scope times a whole op, including its own threading; inside a region that thread is
+/// the region's thread 0, so such a label is thread 0's share (its rows), and the enclosing
+/// region's label minus its parts is time spent waiting at the join. Labels must be string
+/// literals (they are compared by address first, then by content).
 #pragma once
-
-#include "qlip/cpu/build_check.hpp"
-
-#include <omp.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace qlip::profile {
@@ -31,6 +30,7 @@ struct Entry {
 /// Process-wide totals (single-threaded use: ops are timed on the thread that calls them).
 struct Registry {
   bool enabled = false;
+  std::thread::id owner{};  ///< the thread that enabled profiling: the only one that records
   std::vector<Entry> entries;
 
   Entry& find(const char* label) {
@@ -46,7 +46,10 @@ inline Registry& registry() {
   return r;
 }
 
-inline void set_enabled(bool on) { registry().enabled = on; }
+inline void set_enabled(bool on) {
+  registry().enabled = on;
+  registry().owner = std::this_thread::get_id();
+}
 inline bool enabled() { return registry().enabled; }
 inline void reset() { registry().entries.clear(); }
 inline const std::vector<Entry>& entries() { return registry().entries; }
@@ -54,7 +57,8 @@ inline const std::vector<Entry>& entries() { return registry().entries; }
 /// Adds the lifetime of the object to `label` when profiling is enabled.
 class ScopedTimer {
  public:
-  explicit ScopedTimer(const char* label) : label_(label), on_(enabled() && omp_get_thread_num() == 0) {
+  explicit ScopedTimer(const char* label)
+      : label_(label), on_(enabled() && std::this_thread::get_id() == registry().owner) {
     if (on_) start_ = std::chrono::steady_clock::now();
   }
   ~ScopedTimer() {
