@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,23 @@ struct Options {
   bool resume = false;
 };
 
+/// What this run computes with (train/run_state.hpp): the flags a resume must repeat. The rates
+/// are the effective peaks, so --lr-scale 2 and a doubled --lr-vision compare as what they are.
+RunSettings run_settings(const Options& o, const train::StageRecipe& recipe) {
+  RunSettings s = {{"--steps", std::to_string(o.steps)},
+                   {"--batch", std::to_string(o.batch)},
+                   {"--warmup", std::to_string(o.warmup)},
+                   {"--optimizer", o.optimizer},
+                   {"--seed", std::to_string(o.seed)},
+                   {"--alpha-align", setting_text(o.alpha.contrastive)},
+                   {"--alpha-recon", setting_text(o.alpha.reconstruction)},
+                   {"--data", o.manifest.empty() ? o.data : "manifest " + o.manifest}};
+  const char* lr_flags[] = {"--lr-vision", "--lr-text", "--lr-decoder", "--lr-base"};  // QlipGroup order
+  for (std::size_t g = 0; g < recipe.groups.size() && g < std::size(lr_flags); ++g)
+    s.emplace_back(lr_flags[g], setting_text(recipe.groups[g].peak_lr));
+  return s;
+}
+
 int run(const Options& o) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
   std::filesystem::create_directories(o.out);
@@ -81,6 +99,7 @@ int run(const Options& o) {
     if (overrides[g] >= 0) recipe.groups[g].peak_lr = overrides[g];
     recipe.groups[g].peak_lr *= o.lr_scale;
   }
+  const RunSettings settings = run_settings(o, recipe);
   train::Optimizer opt(store, recipe.groups, recipe.options);
   float* logit_scale = store.values().data() + store.infos()[static_cast<std::size_t>(store.index_of("logit_scale"))].offset;
   train::Trainer trainer(store, opt, {recipe.max_grad_norm, 5}, [&] { *logit_scale = clamp_logit_scale(*logit_scale); });
@@ -89,7 +108,7 @@ int run(const Options& o) {
                                    o.seed, o.threads);
   std::int64_t start = 0;
   if (o.resume) {
-    start = restore_run(ckpt_dir, QlipDemoFashion::name, QlipDemoFashion::config, store, opt, data);
+    start = restore_run(ckpt_dir, QlipDemoFashion::name, QlipDemoFashion::config, store, opt, data, settings);
     std::fprintf(stderr, "qlip-train: resumed at step %lld from %s\n", static_cast<long long>(start), o.out.c_str());
   } else if (!o.init.empty()) {
     (void)train::load_checkpoint(o.init, store, QlipDemoFashion::config, QlipDemoFashion::name);
@@ -117,7 +136,7 @@ int run(const Options& o) {
     if (done % o.grid_every == 0 || last) write_reconstruction_grid(o.out + "/recon.png", b.pixels.view(), model.reconstruction());
     if (done % o.save_every == 0 || last) {
       save_run(ckpt_dir, vocab, QlipDemoFashion::name, QlipDemoFashion::config, train::scratch_runtime(), store, opt, data,
-               o.seed);
+               o.seed, settings);
       plot_log(csv.path(), o.out + "/loss.png", std::string("qlip-train ") + QlipDemoFashion::name);
     }
     if (out_of_time && done < o.steps) {

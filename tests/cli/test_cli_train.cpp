@@ -103,6 +103,26 @@ TEST_F(TrainCliTest, KilledAndResumedRunLogsTheUninterruptedLossCurve) {
   EXPECT_EQ(read_text(killed + "/checkpoint/model.safetensors"), read_text(straight + "/checkpoint/model.safetensors"));
 }
 
+TEST_F(TrainCliTest, ResumeWithOtherSettingsIsRefusedNamingTheFlag) {
+  const std::string run = out("settings");
+  ASSERT_EQ(train(train_args(run, 2)).code, 0);
+  const std::string before = read_text(run + "/checkpoint/model.safetensors");
+  RunResult r = train(train_args(run, 4) + " --alpha-recon 5 --resume");  // --steps differs first
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("was started with --steps 2, not 4"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = train(train_args(run, 2) + " --alpha-recon 5 --resume");
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("was started with --alpha-recon 1000, not 5"), std::string::npos) << r.err;
+  r = train(train_args(run, 2) + " --lr-scale 2 --resume");
+  EXPECT_EQ(r.code, 1) << r;
+  EXPECT_NE(r.err.find("--lr-vision"), std::string::npos) << r.err;
+  EXPECT_EQ(read_text(run + "/checkpoint/model.safetensors"), before);  // nothing was written
+  // Settings that change no result may differ.
+  r = train(train_args(run, 2) + " --max-minutes 5 --resume");
+  EXPECT_EQ(r.code, 0) << r;
+}
+
 TEST_F(TrainCliTest, BadInputGivesOneLine) {
   RunResult r = train(train_args(out("a"), 2) + " --data-dir " + q(path("nowhere")));
   EXPECT_EQ(r.code, 1) << r;
