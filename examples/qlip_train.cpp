@@ -6,12 +6,14 @@
 ///   qlip_train --out out/run [--data fashion-mnist | --manifest captions.tsv|DIR]
 ///              [--steps N] [--batch B] [--optimizer lamb|adamw] [--warmup W] [--seed S] [--threads T]
 ///              [--alpha-align A] [--alpha-recon R] [--lr-vision|--lr-text|--lr-decoder|--lr-base LR]
+///              [--balance fixed|auto] [--balance-steps K] [--grad-probe-every N]
 ///              [--init CHECKPOINT] [--resume] [--save-every N] [--grid-every N] [--log-every N]
 ///
 /// Writes into --out: checkpoint/ (the official layout: config.json, model.safetensors,
 /// preprocessor_config.json, the CLIP vocabulary, and training_state.safetensors with the optimiser
 /// moments, step and data position), log.csv (one row per step), loss.png, recon.png
-/// (inputs | reconstructions). docs/TRAINING.md is
+/// (inputs | reconstructions), and with --balance auto or --grad-probe-every: grad_balance.csv and
+/// grad_balance.png (the gradient magnitudes of both losses at E_v's last MLP linear). docs/TRAINING.md is
 /// the manual. Errors: one line on stderr, "qlip-train: error: <message>", exit 1 (2 for a bad
 /// command line).
 
@@ -22,6 +24,8 @@
 #include <exception>
 #include <filesystem>
 #include <iterator>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,10 +35,12 @@
 #include "qlip/cpu.hpp"
 #include "qlip/model/qlip_trainable.hpp"
 #include "qlip/train/init.hpp"
+#include "qlip/train/loss_balance.hpp"
 #include "qlip/train/optimizer.hpp"
 #include "qlip/train/recipe.hpp"
 #include "qlip/train/scratch_model.hpp"
 #include "qlip/train/trainer.hpp"
+#include "train/balance_log.hpp"
 #include "train/data_source.hpp"
 #include "train/recon_grid.hpp"
 #include "train/run_log.hpp"
@@ -60,6 +66,8 @@ struct Options {
   double lr_vision = -1, lr_text = -1, lr_decoder = -1, lr_base = -1;  // < 0: the recipe's peak
   Stage1Weights alpha{};  // the stage-1 loss weights (α_a : α_r = 1 : 1000)
   double max_minutes = 0;  // > 0: stop (and save) once this much wall time has passed
+  std::string balance = "fixed";  // auto: α_r from the gradient ratio over the first balance_steps steps
+  std::int64_t balance_steps = 20, grad_probe_every = 0;
   bool resume = false;
 };
 
@@ -73,6 +81,8 @@ RunSettings run_settings(const Options& o, const train::StageRecipe& recipe) {
                    {"--seed", std::to_string(o.seed)},
                    {"--alpha-align", setting_text(o.alpha.contrastive)},
                    {"--alpha-recon", setting_text(o.alpha.reconstruction)},
+                   {"--balance", o.balance},
+                   {"--balance-steps", std::to_string(o.balance_steps)},
                    {"--data", o.manifest.empty() ? o.data : "manifest " + o.manifest}};
   const char* lr_flags[] = {"--lr-vision", "--lr-text", "--lr-decoder", "--lr-base"};  // QlipGroup order
   for (std::size_t g = 0; g < recipe.groups.size() && g < std::size(lr_flags); ++g)
@@ -107,8 +117,9 @@ int run(const Options& o) {
   TrainData data = open_train_data(o.data, o.data_dir, o.manifest, vocab, QlipDemoFashion::config, o.batch,
                                    o.seed, o.threads);
   std::int64_t start = 0;
+  std::map<std::string, std::string> saved;
   if (o.resume) {
-    start = restore_run(ckpt_dir, QlipDemoFashion::name, QlipDemoFashion::config, store, opt, data, settings);
+    start = restore_run(ckpt_dir, QlipDemoFashion::name, QlipDemoFashion::config, store, opt, data, settings, &saved);
     std::fprintf(stderr, "qlip-train: resumed at step %lld from %s\n", static_cast<long long>(start), o.out.c_str());
   } else if (!o.init.empty()) {
     (void)train::load_checkpoint(o.init, store, QlipDemoFashion::config, QlipDemoFashion::name);
@@ -118,13 +129,56 @@ int run(const Options& o) {
 
   model.prepare(o.batch, QlipDemoFashion::config.text.context_length);
   CsvLog csv(o.out + "/log.csv", o.resume ? start : 0);  // a fresh run starts a fresh log
+
+  // Loss balance (QLIP_SPEC §4.1, the paper's Fig. 5): gradient norms of L_align and L_recon alone
+  // at E_v's last MLP linear; in auto mode α_r = α_a · their median ratio over the first steps.
+  const bool auto_balance = o.balance == "auto";
+  QLIP_CHECK(!auto_balance || o.alpha.contrastive > 0, "--balance auto sets α_r relative to α_a, but --alpha-align is 0");
+  QLIP_CHECK(!auto_balance || o.balance_steps <= o.steps, "--balance-steps ", o.balance_steps, " is more than --steps ",
+             o.steps, ": the balance would never be set");
+  const int probe = store.index_of(train::last_vision_mlp_weight(
+      QlipDemoFashion::config.vision.stack.layers, QlipDemoFashion::config.vision.stack.mlp == MlpKind::swiglu));
+  Stage1Weights alpha = o.alpha;
+  train::LossBalance balance(o.balance_steps);
+  if (const auto it = saved.find("balance.samples"); auto_balance && it != saved.end())
+    for (const train::LossGradientSample& m : parse_balance_samples(it->second)) balance.add(m);
+  const auto report_balance = [&] {
+    alpha.reconstruction = alpha.contrastive * balance.ratio();
+    std::fprintf(stderr,
+                 "qlip-train: loss balance: median |dL_align/dw| / |dL_recon/dw| at %s over %lld steps = %.4g: "
+                 "alpha_a : alpha_r = 1 : %.4g\n",
+                 store.info(probe).name.c_str(), static_cast<long long>(balance.window()), balance.ratio(),
+                 alpha.reconstruction / alpha.contrastive);
+  };
+  if (auto_balance && balance.ready()) report_balance();
+  std::optional<BalanceCsv> balance_csv;
+  if (auto_balance || o.grad_probe_every > 0) balance_csv.emplace(o.out + "/grad_balance.csv", start);
+  const auto balance_state = [&] {
+    RunSettings extra;
+    if (!auto_balance) return extra;
+    extra.emplace_back("balance.samples", balance_samples_text(balance.samples()));
+    if (balance.ready()) extra.emplace_back("balance.alpha_recon", setting_text(alpha.reconstruction));
+    return extra;
+  };
+
   ProgressLine progress(start, o.steps);
   std::int64_t images = 0, done = start;
   for (std::int64_t step = start; step < o.steps; ++step) {
     const data::Batch& b = data.next();
-    store.zero_grad();
     const HostView<const std::int32_t, 1> ids_flat(b.tokens.data(), {b.tokens.numel()});
-    const Stage1Losses losses = model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, o.alpha);
+    const bool in_window = auto_balance && !balance.ready();
+    if (in_window || (o.grad_probe_every > 0 && step % o.grad_probe_every == 0)) {
+      const train::LossGradientSample m = train::measure_loss_gradients(store, probe, step, [&](double a, double r) {
+        (void)model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, Stage1Weights{a, r, 0.0, 0.0});
+      });
+      balance_csv->write(m);
+      if (in_window) {
+        balance.add(m);
+        if (balance.ready()) report_balance();
+      }
+    }
+    store.zero_grad();
+    const Stage1Losses losses = model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, alpha);
     const train::StepOutcome out = trainer.apply(losses.total);
     images += o.batch;
     done = step + 1;
@@ -136,8 +190,11 @@ int run(const Options& o) {
     if (done % o.grid_every == 0 || last) write_reconstruction_grid(o.out + "/recon.png", b.pixels.view(), model.reconstruction());
     if (done % o.save_every == 0 || last) {
       save_run(ckpt_dir, vocab, QlipDemoFashion::name, QlipDemoFashion::config, train::scratch_runtime(), store, opt, data,
-               o.seed, settings);
+               o.seed, settings, balance_state());
       plot_log(csv.path(), o.out + "/loss.png", std::string("qlip-train ") + QlipDemoFashion::name);
+      if (balance_csv)
+        plot_balance(balance_csv->path(), o.out + "/grad_balance.png",
+                     "gradient norms at " + store.info(probe).name);
     }
     if (out_of_time && done < o.steps) {
       std::fprintf(stderr, "qlip-train: --max-minutes %g reached: stopped after step %lld of %lld (saved; --resume continues)\n",
@@ -145,7 +202,8 @@ int run(const Options& o) {
       break;
     }
   }
-  write_train_summary(o.out + "/train_summary.json", done - start, images, progress.seconds());
+  write_train_summary(o.out + "/train_summary.json", done - start, images, progress.seconds(),
+                      {{"balance", o.balance}, {"alpha_align", alpha.contrastive}, {"alpha_recon", alpha.reconstruction}});
   std::fprintf(stderr, "qlip-train: %lld steps in %.1f s, checkpoint in %s\n", static_cast<long long>(done - start),
                progress.seconds(), ckpt_dir.c_str());
   return 0;
@@ -175,6 +233,15 @@ int main(int argc, char** argv) {
   app.add_option("--alpha-align", o.alpha.contrastive, "α_a, weight of the contrastive loss (recipe: 1)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--alpha-recon", o.alpha.reconstruction, "α_r, weight of the pixel MSE (recipe: 1000)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--balance", o.balance,
+                 "fixed: use --alpha-recon throughout; auto: after --balance-steps steps, set alpha_r = alpha_a x the median "
+                 "ratio of the two losses' gradient norms at E_v's last MLP linear")
+      ->check(CLI::IsMember({"fixed", "auto"}));
+  app.add_option("--balance-steps", o.balance_steps, "steps measured before --balance auto sets alpha_r")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--grad-probe-every", o.grad_probe_every,
+                 "also measure both gradient norms every N steps into grad_balance.csv/.png (0: off; costs 2 passes)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", o.seed, "initialisation and data-order seed");
   app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);

@@ -36,18 +36,59 @@ inline const char* kCsvHeader =
     "step,total,contrastive,mse,entropy_penalty,per_sample_entropy,codebook_entropy,commitment,"
     "i2t_acc,t2i_acc,grad_norm,lr_factor,images_per_second,applied";
 
+/// Drops the rows of the CSV at `path` whose first column (the step) is above `step`, keeping the
+/// header: what a resumed run does to the logs of steps the killed run wrote after its last save.
+/// A missing file is left missing.
+inline void truncate_csv_after(const std::string& path, std::int64_t step) {
+  std::ifstream in(path);
+  if (!in.good()) return;
+  std::string line, kept;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header || std::atoll(line.c_str()) <= step) kept += line + "\n";
+    header = false;
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+  QLIP_CHECK(out.good(), "rewriting the training log ", path, " failed");
+}
+
+/// Opens `path` for appending, writing `header` first when the file is new or empty.
+/// @param what names the log in the error message
+inline std::ofstream open_csv_for_append(const std::string& path, const char* header, const char* what) {
+  std::ifstream probe(path);
+  const bool fresh = !probe.good() || probe.peek() == std::ifstream::traits_type::eof();
+  std::ofstream out(path, std::ios::app);
+  QLIP_CHECK(out.good(), "cannot open the ", what, " ", path, " for writing");
+  if (fresh) out << header << '\n';
+  return out;
+}
+
+/// The rows of a CSV after its header, each cell as a number (atof).
+inline std::vector<std::vector<double>> read_csv_numbers(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);  // header
+  std::vector<std::vector<double>> rows;
+  while (std::getline(in, line)) {
+    std::vector<double> v;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) v.push_back(std::atof(cell.c_str()));
+    rows.push_back(std::move(v));
+  }
+  return rows;
+}
+
 /// Appends rows to `<out>/log.csv` (header written when the file is new or empty). A resumed run
 /// first drops the rows after the step it resumes from (steps the killed run logged after its last
 /// save), so the file holds each step once and equals an uninterrupted run's.
 class CsvLog {
  public:
   explicit CsvLog(std::string path, std::int64_t keep_up_to_step = -1) : path_(std::move(path)) {
-    if (keep_up_to_step >= 0) truncate_after(keep_up_to_step);
-    std::ifstream probe(path_);
-    const bool fresh = !probe.good() || probe.peek() == std::ifstream::traits_type::eof();
-    out_.open(path_, std::ios::app);
-    QLIP_CHECK(out_.good(), "cannot open the training log ", path_, " for writing");
-    if (fresh) out_ << kCsvHeader << '\n';
+    if (keep_up_to_step >= 0) truncate_csv_after(path_, keep_up_to_step);
+    out_ = open_csv_for_append(path_, kCsvHeader, "training log");
   }
   void write(const LogRow& r) {
     const Stage1Losses& l = r.losses;
@@ -62,37 +103,15 @@ class CsvLog {
   const std::string& path() const { return path_; }
 
  private:
-  void truncate_after(std::int64_t step) {
-    std::ifstream in(path_);
-    if (!in.good()) return;
-    std::string line, kept;
-    bool header = true;
-    while (std::getline(in, line)) {
-      if (header || std::atoll(line.c_str()) <= step) kept += line + "\n";
-      header = false;
-    }
-    in.close();
-    std::ofstream out(path_, std::ios::trunc);
-    out << kept;
-    QLIP_CHECK(out.good(), "rewriting the training log ", path_, " failed");
-  }
-
   std::string path_;
   std::ofstream out_;
 };
 
 /// Reads the CSV back and plots total, contrastive, MSE, commitment and |entropy penalty|.
 inline void plot_log(const std::string& csv, const std::string& png, const std::string& title) {
-  std::ifstream in(csv);
-  std::string line;
-  std::getline(in, line);  // header
   std::vector<Curve> curves = {{"total", {}, {}}, {"contrastive", {}, {}}, {"mse", {}, {}},
                                {"commitment", {}, {}}, {"-entropy pen.", {}, {}}};
-  while (std::getline(in, line)) {
-    std::vector<double> v;
-    std::stringstream ss(line);
-    std::string cell;
-    while (std::getline(ss, cell, ',')) v.push_back(std::atof(cell.c_str()));
+  for (const std::vector<double>& v : read_csv_numbers(csv)) {
     if (v.size() < 14 || v[13] == 0) continue;  // skipped steps are not plotted
     const double step = v[0];
     const double ys[5] = {v[1], v[2], v[3], v[7], -v[4]};
@@ -130,13 +149,16 @@ class ProgressLine {
 };
 
 /// train_summary.json in the run folder: what this invocation trained and how long it took (a
-/// resumed run reports its own segment). qlip-eval --train-summary copies train_seconds from it.
-inline void write_train_summary(const std::string& path, std::int64_t steps, std::int64_t images, double seconds) {
+/// resumed run reports its own segment) and the caller's `extra` entries (the loss weights used).
+/// qlip-eval --train-summary copies train_seconds from it.
+inline void write_train_summary(const std::string& path, std::int64_t steps, std::int64_t images, double seconds,
+                                const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) {
   nlohmann::ordered_json j;
   j["steps"] = steps;
   j["images"] = images;
   j["train_seconds"] = seconds;
   j["images_per_second"] = seconds > 0 ? static_cast<double>(images) / seconds : 0.0;
+  for (const auto& [k, v] : extra.items()) j[k] = v;
   const std::string text = j.dump(2) + "\n";
   qlip::detail::write_file_atomic(path, text.data(), text.size());
 }

@@ -46,10 +46,12 @@ inline void check_resume_settings(const std::string& dir, const std::map<std::st
 }
 
 /// Writes `dir` (config.json, model.safetensors, preprocessor_config.json, the CLIP vocabulary,
-/// training_state.safetensors with `settings` in its metadata) for the state after `step` steps.
+/// training_state.safetensors with `settings` and `extra` (state that is not a flag) in its
+/// metadata) for the state after `step` steps.
 inline void save_run(const std::string& dir, const std::string& vocab_gz, const char* config_name,
                      const QlipConfig& structure, const QlipRuntimeConfig& rt, train::ParameterStore& store,
-                     train::Optimizer& opt, const TrainData& data, std::uint64_t seed, const RunSettings& settings) {
+                     train::Optimizer& opt, const TrainData& data, std::uint64_t seed, const RunSettings& settings,
+                     const RunSettings& extra = {}) {
   train::CheckpointContents c;
   c.config = train::config_json_from(structure, rt);
   c.structure = structure;
@@ -68,7 +70,8 @@ inline void save_run(const std::string& dir, const std::string& vocab_gz, const 
   if (rt.decoder.rope) add_rope("vision_decoder", structure.decoder);
   const data::LoaderPosition pos = data.loader->position();
   const train::TrainProgress progress{static_cast<std::int64_t>(pos.epoch), pos.batch, seed, 0};
-  const std::map<std::string, std::string> user(settings.begin(), settings.end());
+  std::map<std::string, std::string> user(settings.begin(), settings.end());
+  user.insert(extra.begin(), extra.end());
   c.generated_files.push_back(train::train_state_file(config_name, opt, progress, user));
   train::write_checkpoint(dir, store, c);
 }
@@ -80,11 +83,12 @@ inline void save_run(const std::string& dir, const std::string& vocab_gz, const 
 ///         `settings` (naming the flag)
 inline std::int64_t restore_run(const std::string& dir, const char* config_name, const QlipConfig& structure,
                                 train::ParameterStore& store, train::Optimizer& opt, TrainData& data,
-                                const RunSettings& settings) {
+                                const RunSettings& settings, std::map<std::string, std::string>* saved = nullptr) {
   (void)train::load_checkpoint(dir, store, structure, config_name);
   const train::TrainStateInfo info =
       train::read_train_state(dir + "/" + train::kTrainStateFileName, config_name, opt);
   check_resume_settings(dir, info.user, settings);
+  if (saved) *saved = info.user;
   data.loader->seek({static_cast<std::uint64_t>(info.progress.epoch), info.progress.batch_index});
   return info.step;
 }

@@ -123,6 +123,42 @@ TEST_F(TrainCliTest, ResumeWithOtherSettingsIsRefusedNamingTheFlag) {
   EXPECT_EQ(r.code, 0) << r;
 }
 
+// --balance auto: α_r from the median gradient ratio of the first --balance-steps steps, reported,
+// logged (grad_balance.csv/.png) and kept across a resume that interrupts the window.
+TEST_F(TrainCliTest, AutoBalanceSetsAlphaReconAndAResumeDerivesTheSameValue) {
+  const std::string straight = out("bal_straight"), stopped = out("bal_stopped");
+  const std::string args = " --balance auto --balance-steps 3";
+  const RunResult r = train(train_args(straight, 5) + args);
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_NE(r.err.find("loss balance: median |dL_align/dw| / |dL_recon/dw| at "
+                       "vision_model.encoder.layers.1.mlp.w3.weight over 3 steps"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(rows(straight + "/grad_balance.csv"), 3);
+  EXPECT_TRUE(fs::exists(straight + "/grad_balance.png"));
+  const nlohmann::json summary = nlohmann::json::parse(read_text(straight + "/train_summary.json"));
+  EXPECT_EQ(summary.at("balance"), "auto");
+  const double alpha_r = summary.at("alpha_recon").get<double>();
+  EXPECT_GT(alpha_r, 1.0) << "the alignment gradient dominates at E_v's last MLP (the paper's Fig. 5)";
+  EXPECT_NE(alpha_r, 1000.0) << "α_r was not replaced";
+
+  // --max-minutes 1e-9 stops (and saves) after the first step, inside the window.
+  ASSERT_EQ(train(train_args(stopped, 5) + args + " --max-minutes 1e-9").code, 0);
+  const RunResult resumed = train(train_args(stopped, 5) + args + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed;
+  const nlohmann::json again = nlohmann::json::parse(read_text(stopped + "/train_summary.json"));
+  EXPECT_EQ(again.at("alpha_recon").get<double>(), alpha_r);
+  EXPECT_EQ(read_text(stopped + "/grad_balance.csv"), read_text(straight + "/grad_balance.csv"));
+  EXPECT_EQ(read_text(stopped + "/checkpoint/model.safetensors"), read_text(straight + "/checkpoint/model.safetensors"));
+
+  const RunResult bad = train(train_args(out("bal_bad"), 2) + " --balance auto --balance-steps 3");
+  EXPECT_EQ(bad.code, 1) << bad;
+  EXPECT_NE(bad.err.find("--balance-steps 3 is more than --steps 2"), std::string::npos) << bad.err;
+  const RunResult no_align = train(train_args(out("bal_bad2"), 4) + " --balance auto --alpha-align 0");
+  EXPECT_EQ(no_align.code, 1) << no_align;
+  EXPECT_NE(no_align.err.find("--alpha-align is 0"), std::string::npos) << no_align.err;
+}
+
 TEST_F(TrainCliTest, BadInputGivesOneLine) {
   RunResult r = train(train_args(out("a"), 2) + " --data-dir " + q(path("nowhere")));
   EXPECT_EQ(r.code, 1) << r;
