@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything qlip needs on a fresh Debian machine (idempotent), and fetches the CLIP BPE
-# vocabulary from the open_clip_torch wheel on PyPI into third_party_data/ (never committed).
+# vocabulary from the open_clip_torch wheel and the LPIPS linear heads from the lpips wheel on PyPI
+# into third_party_data/ (never committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,5 +38,16 @@ with zipfile.ZipFile(wheel) as z, z.open("open_clip/bpe_simple_vocab_16e6.txt.gz
     shutil.copyfileobj(src, dst)
 PY
   mv "$vocab.part" "$vocab"
+fi
+# The LPIPS v0.1 linear heads (the perceptual loss, nn/lpips.hpp) from the lpips wheel, converted to
+# safetensors with the standard library (tools/lpips_heads_to_safetensors.py).
+heads=third_party_data/lpips_vgg_v0.1_heads.safetensors
+if [ ! -s "$heads" ]; then
+  echo "setup: fetching the LPIPS linear heads from the lpips wheel"
+  tmp_l=$(mktemp -d)
+  python3 -m pip download --no-deps --quiet -d "$tmp_l" "lpips==0.1.4"
+  mkdir -p third_party_data
+  python3 tools/lpips_heads_to_safetensors.py "$tmp_l"/lpips-0.1.4-py3-none-any.whl "$heads"
+  rm -rf "$tmp_l"
 fi
 echo "setup: ok"

@@ -186,6 +186,21 @@ inline void quick_gelu_backward(cpu_backend,
   detail::cpu::activation_backward_rows(x, dy, dx, [](float v) { return detail::cpu::silu_grad_fast(1.702f * v); });
 }
 
+/// Leaky ReLU with a gain (formula as reference::leaky_relu, the same float expression). y may alias x.
+inline void leaky_relu(cpu_backend, HostView<const float, 2> x, HostView<float, 2> y, double slope, double gain) {
+  const float g = static_cast<float>(gain), gs = static_cast<float>(gain * slope);
+  detail::cpu::activation_map_rows(x, y, "leaky_relu output y", [=](float v) { return v > 0.0f ? g * v : gs * v; });
+}
+
+/// Backward of leaky_relu: dx = dy·(x > 0 ? gain : gain·slope). dx may alias x or dy (same view).
+inline void leaky_relu_backward(cpu_backend, HostView<const float, 2> x, HostView<const float, 2> dy,
+                                HostView<float, 2> dx, double slope, double gain) {
+  detail::check_activation_backward_args(x, dy, dx, "leaky_relu_backward");
+  if (dx.empty()) return;
+  const float g = static_cast<float>(gain), gs = static_cast<float>(gain * slope);
+  detail::cpu::activation_backward_rows(x, dy, dx, [=](float v) { return v > 0.0f ? g : gs; });
+}
+
 /// Backward of silu: dx = dy ⊙ silu'(x). dx may alias x or dy (same view).
 inline void silu_backward(cpu_backend,
                           HostView<const float, 2> x,   // [M, N] pre-activation input

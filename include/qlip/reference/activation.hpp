@@ -152,6 +152,19 @@ void tanh_act(HostView<const T, 2> x, HostView<T, 2> y) {  // [M, N] -> [M, N]
 }
 inline void tanh_act(HostView<const float, 2> x, HostView<float, 2> y) { tanh_act<float>(x, y); }
 
+/// Leaky ReLU with a gain, y = x > 0 ? gain·x : (gain·slope)·x, in T (both products rounded once
+/// for float, so every backend evaluates the same expression). ReLU is slope 0, gain 1 (VGG16);
+/// the StyleGAN2 discriminator uses slope 0.2, gain √2 (QLIP_SPEC.md §4.3). y may alias x.
+/// @tparam T float (the oracle) or double (finite differences)
+template <class T>
+void leaky_relu(HostView<const T, 2> x, HostView<T, 2> y, double slope, double gain) {  // [M, N] -> [M, N]
+  const T g = static_cast<T>(gain), gs = static_cast<T>(gain * slope);
+  detail::activation_map_2d<T>(x, y, "leaky_relu output y", [&](T v) { return v > T(0) ? g * v : gs * v; });
+}
+inline void leaky_relu(HostView<const float, 2> x, HostView<float, 2> y, double slope, double gain) {
+  leaky_relu<float>(x, y, slope, gain);
+}
+
 /// SwiGLU gate, y = silu(gate) ⊙ lin (QLIPSwiGLU: w1 is the gated branch, w2 the linear one).
 /// y may alias gate or lin (same view).
 /// @tparam T float (the oracle) or double (finite differences)
@@ -202,6 +215,24 @@ void tanh_act_backward(HostView<const T, 2> x,   // [M, N] pre-activation input
                        HostView<const T, 2> dy,  // [M, N] upstream gradient
                        HostView<T, 2> dx) {      // [M, N] written, or empty
   detail::activation_backward_2d<T>(x, dy, dx, "tanh_act_backward", detail::tanh_grad_f64);
+}
+
+/// Backward of leaky_relu: dx = dy·(x > 0 ? gain : gain·slope) (=). The derivative at 0 is taken
+/// as the negative side's, as PyTorch does. dx may alias x or dy (same view).
+/// @tparam T float or double
+template <class T>
+void leaky_relu_backward(HostView<const T, 2> x,   // [M, N] pre-activation input
+                         HostView<const T, 2> dy,  // [M, N] upstream gradient
+                         HostView<T, 2> dx,        // [M, N] written, or empty
+                         double slope, double gain) {
+  detail::check_activation_backward_args(x, dy, dx, "leaky_relu_backward");
+  if (dx.empty()) return;
+  const T g = static_cast<T>(gain), gs = static_cast<T>(gain * slope);
+  for (std::int64_t i = 0; i < x.size(0); ++i)
+    for (std::int64_t j = 0; j < x.size(1); ++j) {
+      const T v = x(i, j), d = dy(i, j);
+      dx(i, j) = v > T(0) ? g * d : gs * d;
+    }
 }
 
 /// Backward of swiglu: dgate = dy ⊙ lin ⊙ silu'(gate), dlin = dy ⊙ silu(gate). Each element's

@@ -22,6 +22,7 @@
 #include "qlip/reference/bsq.hpp"
 #include "qlip/reference/bsq_loss.hpp"
 #include "qlip/reference/contrastive_loss.hpp"
+#include "qlip/reference/conv2d.hpp"
 #include "qlip/reference/copy.hpp"
 #include "qlip/reference/embedding.hpp"
 #include "qlip/reference/encoder_layer.hpp"
@@ -30,6 +31,7 @@
 #include "qlip/reference/layer_norm.hpp"
 #include "qlip/reference/mse_loss.hpp"
 #include "qlip/reference/patchify.hpp"
+#include "qlip/reference/perceptual.hpp"
 #include "qlip/reference/rope.hpp"
 
 namespace qlip::ops {
@@ -108,6 +110,66 @@ template <class T>
 void swiglu_backward(ref<T>, HostArg<const T, 2> gate, HostArg<const T, 2> lin, HostArg<const T, 2> dy,
                      HostArg<T, 2> dgate, HostArg<T, 2> dlin) {
   reference::swiglu_backward<T>(gate, lin, dy, dgate, dlin);
+}
+
+template <class T>
+void leaky_relu(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y, double slope, double gain) {
+  reference::leaky_relu<T>(x, y, slope, gain);
+}
+template <class T>
+void leaky_relu_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> dy, HostArg<T, 2> dx, double slope,
+                         double gain) {
+  reference::leaky_relu_backward<T>(x, dy, dx, slope, gain);
+}
+
+// ---- convolutional layers (perceptual network, discriminator) ----
+template <class T>
+std::size_t conv2d_workspace_bytes(ref<T>, const Extents<4>&, const Extents<4>&, Conv2dGeometry) {
+  return 0;
+}
+template <class T>
+void conv2d(ref<T>, Arena&, HostArg<const T, 4> x, HostArg<const T, 4> w, HostArg<const T, 1> bias, HostArg<T, 4> y,
+            Conv2dGeometry g) {
+  reference::conv2d<T>(x, w, bias, y, g);
+}
+template <class T>
+void conv2d_backward(ref<T>, Arena&, HostArg<const T, 4> x, HostArg<const T, 4> w, HostArg<const T, 4> dy,
+                     HostArg<T, 4> dx, HostArg<T, 4> dw, HostArg<T, 1> db, Conv2dGeometry g) {
+  reference::conv2d_backward<T>(x, w, dy, dx, dw, db, g);
+}
+template <class T>
+void max_pool2x2(ref<T>, HostArg<const T, 4> x, HostArg<T, 4> y) {
+  reference::max_pool2x2<T>(x, y);
+}
+template <class T>
+void max_pool2x2_backward(ref<T>, HostArg<const T, 4> x, HostArg<const T, 4> dy, HostArg<T, 4> dx) {
+  reference::max_pool2x2_backward<T>(x, dy, dx);
+}
+template <class T>
+void channel_affine(ref<T>, HostArg<const T, 4> x, HostArg<const T, 1> a, HostArg<const T, 1> t, HostArg<T, 4> y) {
+  reference::channel_affine<T>(x, a, t, y);
+}
+template <class T>
+void channel_affine_backward(ref<T>, HostArg<const T, 4> dy, HostArg<const T, 1> a, HostArg<T, 4> dx) {
+  reference::channel_affine_backward<T>(dy, a, dx);
+}
+template <class T>
+void channel_normalize(ref<T>, HostArg<const T, 4> x, HostArg<T, 4> y) {
+  reference::channel_normalize<T>(x, y);
+}
+template <class T>
+void channel_normalize_backward(ref<T>, HostArg<const T, 4> x, HostArg<const T, 4> dy, HostArg<T, 4> dx) {
+  reference::channel_normalize_backward<T>(x, dy, dx);
+}
+template <class T>
+void lpips_layer_distance(ref<T>, HostArg<const T, 4> f0, HostArg<const T, 4> f1, HostArg<const T, 1> lin,
+                          HostArg<T, 1> d) {
+  reference::lpips_layer_distance<T>(f0, f1, lin, d);
+}
+template <class T>
+void lpips_layer_distance_backward(ref<T>, HostArg<const T, 4> f0, HostArg<const T, 4> f1, HostArg<const T, 1> lin,
+                                   HostArg<const T, 1> dd, HostArg<T, 4> df0, HostArg<T, 4> df1) {
+  reference::lpips_layer_distance_backward<T>(f0, f1, lin, dd, df0, df1);
 }
 
 // ---- attention and RoPE ----
