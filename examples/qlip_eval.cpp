@@ -3,7 +3,8 @@
 ///        on Fashion-MNIST and on a folder of photos.
 ///
 ///   qlip_eval CHECKPOINT [--data-dir DIR] [--photos DIR] [--json metrics.json] [--grid test.png]
-///             [--test N] [--probe-train N] [--batch B] [--threads T] [--train-summary FILE]
+///             [--test N] [--probe-train N] [--batch B] [--threads T] [--train-summary FILE]...
+///             [--stage1-metrics FILE]
 ///
 /// Measures, on the Fashion-MNIST test split at the model's resolution:
 ///   - zero-shot top-1: class embeddings from every class name through the caption templates
@@ -45,7 +46,8 @@ using cli::ProgressBar;
 using cli::ProgressMode;
 
 struct Options {
-  std::string checkpoint, data_dir, photos, json, grid, vocab, train_summary;
+  std::string checkpoint, data_dir, photos, json, grid, vocab, stage1_metrics;
+  std::vector<std::string> train_summaries;  // one per training stage: their train_seconds add up
   std::int64_t test = 10000, probe_train = 60000, batch = 250;
   int threads = 0;
   int group_size = 4;
@@ -168,6 +170,14 @@ std::pair<double, double> photo_round_trip(const Model& model, const std::vector
   return {p / static_cast<double>(scored), q / static_cast<double>(scored)};
 }
 
+/// psnr_db of an earlier qlip-eval metrics file (the stage-1 checkpoint's, beside the final one).
+double read_psnr(const std::string& path) {
+  const nlohmann::json j = read_json(path);
+  QLIP_CHECK(j.is_object() && j.contains("psnr_db") && j["psnr_db"].is_number(), path,
+             ": no numeric \"psnr_db\" (expected a metrics file written by qlip-eval --json)");
+  return j["psnr_db"].get<double>();
+}
+
 /// train_seconds from qlip-train's summary file (train_summary.json in its --out folder).
 double read_train_seconds(const std::string& path) {
   const nlohmann::json j = read_json(path);
@@ -222,7 +232,11 @@ int evaluate(const Model& model, const Options& o) {
     m.psnr_db_photos = p;
     m.ssim_photos = s;
   }
-  if (!o.train_summary.empty()) m.train_seconds = read_train_seconds(o.train_summary);
+  if (!o.train_summaries.empty()) {
+    m.train_seconds = 0;
+    for (const std::string& f : o.train_summaries) m.train_seconds += read_train_seconds(f);
+  }
+  if (!o.stage1_metrics.empty()) m.psnr_db_stage1 = read_psnr(o.stage1_metrics);
 
   if (!o.grid.empty()) {
     const int zoom = std::max(1, 128 / Model::image_size());  // small images are looked at enlarged
@@ -246,7 +260,10 @@ int main(int argc, char** argv) {
   app.add_option("--json", o.json, "write the metrics to this JSON file");
   app.add_option("--grid", o.grid, "write test images above their reconstructions to this PNG");
   app.add_option("--vocab", o.vocab, "CLIP BPE vocabulary, when the checkpoint has none");
-  app.add_option("--train-summary", o.train_summary, "qlip-train's train_summary.json: copies train_seconds into the metrics");
+  app.add_option("--train-summary", o.train_summaries,
+                 "qlip-train's train_summary.json (once per stage): their train_seconds, summed, go into the metrics");
+  app.add_option("--stage1-metrics", o.stage1_metrics,
+                 "the stage-1 checkpoint's metrics (qlip-eval --json): its psnr_db goes in as psnr_db_stage1");
   app.add_option("--test", o.test, "test images scored (the first N of the 10,000)")->check(CLI::PositiveNumber);
   app.add_option("--probe-train", o.probe_train, "training images the linear probe is fit on (the first N of 60,000)")
       ->check(CLI::PositiveNumber);

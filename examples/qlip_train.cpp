@@ -1,9 +1,11 @@
 /// @file qlip_train.cpp
-/// @brief `qlip-train`: stage-1 QLIP training (MODEL.md §4.1: text + vision encoders, BSQ quantizer and
-///        decoder jointly; contrastive + MSE + BSQ entropy/commitment; LAMB) on Fashion-MNIST or a
-///        user's images and captions, on the CPU.
+/// @brief `qlip-train`: QLIP training on Fashion-MNIST or a user's images and captions, on the CPU.
+///        Stage 1 (MODEL.md §4.1: text + vision encoders, BSQ quantizer and decoder jointly;
+///        contrastive + MSE + BSQ entropy/commitment; LAMB). Stage 2 (--stage 2 --init STAGE1: text
+///        tower dropped, E_v frozen; quantizer MLPs + decoder with MSE + LPIPS + BSQ losses; AdamW).
 ///
-///   qlip_train --out out/run [--data fashion-mnist | --manifest captions.tsv|DIR]
+///   qlip_train --out out/run [--stage 1|2] [--data fashion-mnist | --manifest captions.tsv|DIR]
+///              [--lpips LPIPS.safetensors] [--alpha-perceptual P]
 ///              [--steps N] [--batch B] [--optimizer lamb|adamw] [--warmup W] [--seed S] [--threads T]
 ///              [--alpha-align A] [--alpha-recon R] [--lr-vision|--lr-text|--lr-decoder|--lr-base LR]
 ///              [--balance fixed|auto] [--balance-steps K] [--grad-probe-every N]
@@ -33,7 +35,9 @@
 
 #include "configs/demo_qlip_config.hpp"
 #include "qlip/cpu.hpp"
+#include "qlip/model/lpips_weights.hpp"
 #include "qlip/model/qlip_trainable.hpp"
+#include "qlip/nn/lpips.hpp"
 #include "qlip/train/init.hpp"
 #include "qlip/train/loss_balance.hpp"
 #include "qlip/train/optimizer.hpp"
@@ -52,6 +56,7 @@ namespace {
 using namespace qlip;
 using namespace qlip::train_cli;
 using Model = QlipTrainable<QlipDemoFashion, cpu_backend>;
+using Perceptual = nn::Lpips<64, cpu_backend>;
 
 struct Options {
   std::string out = "out/train";
@@ -61,7 +66,10 @@ struct Options {
   std::int64_t steps = 1000, batch = 64, warmup = 100, save_every = 200, grid_every = 200, log_every = 10;
   std::uint64_t seed = 0;
   int threads = 0;
-  std::string optimizer = "lamb";
+  int stage = 1;
+  std::string optimizer;  // empty: the stage's recipe (LAMB in stage 1, AdamW in stage 2)
+  std::string lpips;      // stage 2: full LPIPS weights (tools/make_lpips_weights.py); empty: α_p = 0
+  Stage2Weights alpha2{};
   double lr_scale = 1.0;
   double lr_vision = -1, lr_text = -1, lr_decoder = -1, lr_base = -1;  // < 0: the recipe's peak
   Stage1Weights alpha{};  // the stage-1 loss weights (α_a : α_r = 1 : 1000)
@@ -74,13 +82,16 @@ struct Options {
 /// What this run computes with (train/run_state.hpp): the flags a resume must repeat. The rates
 /// are the effective peaks, so --lr-scale 2 and a doubled --lr-vision compare as what they are.
 RunSettings run_settings(const Options& o, const train::StageRecipe& recipe) {
-  RunSettings s = {{"--steps", std::to_string(o.steps)},
+  RunSettings s = {{"--stage", std::to_string(o.stage)},
+                   {"--steps", std::to_string(o.steps)},
                    {"--batch", std::to_string(o.batch)},
                    {"--warmup", std::to_string(o.warmup)},
-                   {"--optimizer", o.optimizer},
+                   {"--optimizer", recipe.options.kind == train::OptimizerKind::lamb ? "lamb" : "adamw"},
                    {"--seed", std::to_string(o.seed)},
                    {"--alpha-align", setting_text(o.alpha.contrastive)},
-                   {"--alpha-recon", setting_text(o.alpha.reconstruction)},
+                   {"--alpha-recon", setting_text(o.stage == 2 ? o.alpha2.reconstruction : o.alpha.reconstruction)},
+                   {"--alpha-perceptual", setting_text(o.alpha2.perceptual)},
+                   {"--lpips", o.lpips.empty() ? "none" : "given"},
                    {"--balance", o.balance},
                    {"--balance-steps", std::to_string(o.balance_steps)},
                    {"--data", o.manifest.empty() ? o.data : "manifest " + o.manifest}};
@@ -100,11 +111,18 @@ int run(const Options& o) {
   train::ParameterStore store;
   train::bind_to_store(model, store);
 
-  train::StageRecipe recipe = train::qlip_stage1_recipe();
-  recipe.options.kind = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::lamb;
+  QLIP_CHECK(o.stage == 2 || o.lpips.empty(), "--lpips is a stage-2 loss; add --stage 2");
+  QLIP_CHECK(o.stage == 1 || o.resume || !o.init.empty(),
+             "--stage 2 fine-tunes a stage-1 model: give its checkpoint with --init");
+  train::StageRecipe recipe = o.stage == 2 ? train::qlip_stage2_recipe() : train::qlip_stage1_recipe();
+  if (!o.optimizer.empty())
+    recipe.options.kind = o.optimizer == "adamw" ? train::OptimizerKind::adamw : train::OptimizerKind::lamb;
   if (recipe.options.kind == train::OptimizerKind::lamb) recipe.options.eps = 1e-6;
   recipe.options.schedule = {o.warmup, o.steps, 0.0};
   const double overrides[] = {o.lr_vision, o.lr_text, o.lr_decoder, o.lr_base};  // QlipGroup order
+  // Stage 2 freezes E_v and drops E_t: a rate for them would still apply weight decay to them.
+  QLIP_CHECK(o.stage == 1 || (o.lr_vision <= 0 && o.lr_text <= 0),
+             "--lr-vision and --lr-text do not apply to stage 2: E_v is frozen and the text tower dropped");
   for (std::size_t g = 0; g < recipe.groups.size(); ++g) {
     if (overrides[g] >= 0) recipe.groups[g].peak_lr = overrides[g];
     recipe.groups[g].peak_lr *= o.lr_scale;
@@ -132,7 +150,28 @@ int run(const Options& o) {
 
   // Loss balance (QLIP_SPEC §4.1, the paper's Fig. 5): gradient norms of L_align and L_recon alone
   // at E_v's last MLP linear; in auto mode α_r = α_a · their median ratio over the first steps.
+  // Stage 2's perceptual network, in the model's pixel space (CLIP-normalised → LPIPS's [−1, 1]).
+  Stage2Weights alpha2 = o.alpha2;
+  Perceptual lpips;
+  std::optional<LpipsWeights<Perceptual>> lpips_weights;
+  if (o.stage == 2 && !o.lpips.empty()) {
+    lpips_weights.emplace(lpips);
+    lpips_weights->load(o.lpips);
+    const ClipPreprocessConfig pre;
+    std::array<double, 3> gain{}, offset{};
+    for (int c = 0; c < 3; ++c) {
+      gain[static_cast<std::size_t>(c)] = 2.0 * pre.std[static_cast<std::size_t>(c)];
+      offset[static_cast<std::size_t>(c)] = 2.0 * pre.mean[static_cast<std::size_t>(c)] - 1.0;
+    }
+    lpips.set_input_affine(gain, offset);
+    lpips.prepare(o.batch, QlipDemoFashion::config.vision.image_size, QlipDemoFashion::config.vision.image_size);
+  } else if (o.stage == 2) {
+    alpha2.perceptual = 0.0;
+    std::fprintf(stderr, "qlip-train: stage 2 without --lpips weights: alpha_p = 0 (MSE + BSQ losses only)\n");
+  }
+
   const bool auto_balance = o.balance == "auto";
+  QLIP_CHECK(!auto_balance || o.stage == 1, "--balance auto balances stage 1's contrastive and MSE losses; stage 2 has no contrastive loss");
   QLIP_CHECK(!auto_balance || o.alpha.contrastive > 0, "--balance auto sets α_r relative to α_a, but --alpha-align is 0");
   QLIP_CHECK(!auto_balance || o.balance_steps <= o.steps, "--balance-steps ", o.balance_steps, " is more than --steps ",
              o.steps, ": the balance would never be set");
@@ -152,7 +191,7 @@ int run(const Options& o) {
   };
   if (auto_balance && balance.ready()) report_balance();
   std::optional<BalanceCsv> balance_csv;
-  if (auto_balance || o.grad_probe_every > 0) balance_csv.emplace(o.out + "/grad_balance.csv", start);
+  if (o.stage == 1 && (auto_balance || o.grad_probe_every > 0)) balance_csv.emplace(o.out + "/grad_balance.csv", start);
   const auto balance_state = [&] {
     RunSettings extra;
     if (!auto_balance) return extra;
@@ -167,7 +206,7 @@ int run(const Options& o) {
     const data::Batch& b = data.next();
     const HostView<const std::int32_t, 1> ids_flat(b.tokens.data(), {b.tokens.numel()});
     const bool in_window = auto_balance && !balance.ready();
-    if (in_window || (o.grad_probe_every > 0 && step % o.grad_probe_every == 0)) {
+    if (o.stage == 1 && (in_window || (o.grad_probe_every > 0 && step % o.grad_probe_every == 0))) {
       const train::LossGradientSample m = train::measure_loss_gradients(store, probe, step, [&](double a, double r) {
         (void)model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, Stage1Weights{a, r, 0.0, 0.0});
       });
@@ -178,7 +217,9 @@ int run(const Options& o) {
       }
     }
     store.zero_grad();
-    const Stage1Losses losses = model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, alpha);
+    const Stage1Losses losses =
+        o.stage == 2 ? model.forward_backward_stage2(b.pixels.view(), alpha2, lpips_weights ? &lpips : nullptr)
+                     : model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, alpha);
     const train::StepOutcome out = trainer.apply(losses.total);
     images += o.batch;
     done = step + 1;
@@ -203,7 +244,13 @@ int run(const Options& o) {
     }
   }
   write_train_summary(o.out + "/train_summary.json", done - start, images, progress.seconds(),
-                      {{"balance", o.balance}, {"alpha_align", alpha.contrastive}, {"alpha_recon", alpha.reconstruction}});
+                      o.stage == 2 ? nlohmann::ordered_json{{"stage", 2},
+                                                            {"alpha_recon", alpha2.reconstruction},
+                                                            {"alpha_perceptual", alpha2.perceptual}}
+                                   : nlohmann::ordered_json{{"stage", 1},
+                                                            {"balance", o.balance},
+                                                            {"alpha_align", alpha.contrastive},
+                                                            {"alpha_recon", alpha.reconstruction}});
   std::fprintf(stderr, "qlip-train: %lld steps in %.1f s, checkpoint in %s\n", static_cast<long long>(done - start),
                progress.seconds(), ckpt_dir.c_str());
   return 0;
@@ -212,8 +259,14 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"qlip-train: stage-1 QLIP training (contrastive + MSE + BSQ, LAMB) on the CPU"};
+  CLI::App app{"qlip-train: QLIP training on the CPU: stage 1 (contrastive + MSE + BSQ, LAMB) or stage 2 "
+               "(E_v frozen; quantizer + decoder with MSE + LPIPS + BSQ, AdamW)"};
   Options o;
+  app.add_option("--stage", o.stage, "1: everything from scratch or --init; 2: fine-tune the quantizer and decoder of --init")
+      ->check(CLI::Range(1, 2));
+  app.add_option("--lpips", o.lpips, "stage 2: LPIPS VGG16 weights (tools/make_lpips_weights.py); without: alpha_p = 0");
+  app.add_option("--alpha-perceptual", o.alpha2.perceptual, "stage 2: alpha_p, weight of LPIPS (recipe: 0.1)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--out", o.out, "output folder (checkpoint/, log.csv, loss.png, recon.png)");
   app.add_option("--data", o.data, "fashion-mnist (or give --manifest)");
   app.add_option("--data-dir", o.data_dir, "folder with the Fashion-MNIST idx files (default: the Debian package's)");
@@ -222,7 +275,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "optimiser steps in total")->check(CLI::PositiveNumber);
   app.add_option("--batch", o.batch, "images per step")->check(CLI::PositiveNumber);
   app.add_option("--warmup", o.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber);
-  app.add_option("--optimizer", o.optimizer, "lamb (stage 1 recipe) or adamw")->check(CLI::IsMember({"lamb", "adamw"}));
+  app.add_option("--optimizer", o.optimizer, "lamb or adamw (default: the stage's recipe, lamb in 1, adamw in 2)")->check(CLI::IsMember({"lamb", "adamw"}));
   app.add_option("--lr-scale", o.lr_scale, "multiplies every group's peak learning rate")->check(CLI::PositiveNumber);
   app.add_option("--lr-vision", o.lr_vision, "peak lr of E_v and visual_projection (recipe: 2e-4)")->check(CLI::NonNegativeNumber);
   app.add_option("--lr-text", o.lr_text, "peak lr of E_t and text_projection (recipe: 2e-5, for a pretrained tower)")
@@ -232,7 +285,7 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--alpha-align", o.alpha.contrastive, "α_a, weight of the contrastive loss (recipe: 1)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--alpha-recon", o.alpha.reconstruction, "α_r, weight of the pixel MSE (recipe: 1000)")
+  CLI::Option* alpha_recon = app.add_option("--alpha-recon", o.alpha.reconstruction, "α_r, weight of the pixel MSE (recipe: 1000 in stage 1, 1 in stage 2)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--balance", o.balance,
                  "fixed: use --alpha-recon throughout; auto: after --balance-steps steps, set alpha_r = alpha_a x the median "
@@ -257,6 +310,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  if (o.stage == 2) o.alpha2.reconstruction = alpha_recon->count() ? o.alpha.reconstruction : 1.0;  // recipe: 1
   try {
     return run(o);
   } catch (const std::exception& e) {

@@ -22,6 +22,7 @@ struct Metrics {
   std::string model;
   double zero_shot_top1 = 0, linear_probe_top1 = 0, linear_probe_train_top1 = 0;
   double psnr_db = 0, ssim = 0;
+  double psnr_db_stage1 = -1;  ///< < 0: not given (a stage-1-only run)
   std::int64_t distinct_codes = 0, tokens = 0;
   double train_seconds = -1;  ///< < 0: unknown (no --train-summary)
   std::int64_t test_images = 0, probe_train_images = 0, zero_shot_templates = 0;
@@ -44,6 +45,7 @@ struct Metrics {
     j["zero_shot_top1"] = zero_shot_top1;
     j["linear_probe_top1"] = linear_probe_top1;
     j["psnr_db"] = psnr_db;
+    if (psnr_db_stage1 >= 0) j["psnr_db_stage1"] = psnr_db_stage1;
     j["ssim"] = ssim;
     j["distinct_codes"] = distinct_codes;
     j["train_seconds"] = train_seconds >= 0 ? nlohmann::ordered_json(train_seconds) : nlohmann::ordered_json(nullptr);
@@ -90,6 +92,7 @@ struct Metrics {
     add("linear-probe top-1", num(100 * linear_probe_top1, "%.2f %%") + " (fit on " + std::to_string(probe_train_images) +
                                   " train images: " + num(100 * linear_probe_train_top1, "%.2f %%") + ")");
     add("PSNR", num(psnr_db, "%.2f dB"));
+    if (psnr_db_stage1 >= 0) add("PSNR after stage 1", num(psnr_db_stage1, "%.2f dB"));
     add("SSIM", num(ssim, "%.4f"));
     add("distinct codes", std::to_string(distinct_codes) + " of " + std::to_string(tokens) + " tokens");
     add("bit balance (ones)", num(ones_fraction_min, "%.3f") + " .. " + num(ones_fraction_max, "%.3f"));

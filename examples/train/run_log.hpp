@@ -34,7 +34,7 @@ struct LogRow {
 
 inline const char* kCsvHeader =
     "step,total,contrastive,mse,entropy_penalty,per_sample_entropy,codebook_entropy,commitment,"
-    "i2t_acc,t2i_acc,grad_norm,lr_factor,images_per_second,applied";
+    "i2t_acc,t2i_acc,grad_norm,lr_factor,images_per_second,applied,perceptual";
 
 /// Drops the rows of the CSV at `path` whose first column (the step) is above `step`, keeping the
 /// header: what a resumed run does to the logs of steps the killed run wrote after its last save.
@@ -96,7 +96,7 @@ class CsvLog {
     out_ << r.step << ',' << l.total << ',' << l.contrastive << ',' << l.mse << ',' << l.entropy_penalty << ','
          << l.per_sample_entropy << ',' << l.codebook_entropy << ',' << l.commitment << ',' << l.image_to_text_accuracy
          << ',' << l.text_to_image_accuracy << ',' << r.grad_norm << ',' << r.lr_factor << ',' << r.images_per_second
-         << ',' << (r.applied ? 1 : 0) << '\n';
+         << ',' << (r.applied ? 1 : 0) << ',' << l.perceptual << '\n';
     out_.flush();
     QLIP_CHECK(out_.good(), "writing the training log ", path_, " failed (disk full?)");
   }
@@ -135,9 +135,10 @@ class ProgressLine {
     const Stage1Losses& l = r.losses;
     std::fprintf(stderr,
                  "step %lld/%lld  total %.4g  contrastive %.4g  mse %.4g  entropy %.4g  commit %.4g  "
-                 "i2t %.2f  |g| %.3g  %.0f img/s  ETA %dm%02ds%s\n",
+                 "i2t %.2f%s  |g| %.3g  %.0f img/s  ETA %dm%02ds%s\n",
                  static_cast<long long>(r.step), static_cast<long long>(last_), l.total, l.contrastive, l.mse,
-                 l.entropy_penalty, l.commitment, l.image_to_text_accuracy, r.grad_norm,
+                 l.entropy_penalty, l.commitment, l.image_to_text_accuracy,
+                 l.perceptual != 0.0 ? ("  lpips " + std::to_string(l.perceptual)).c_str() : "", r.grad_norm,
                  secs > 0 ? static_cast<double>(images_done) / secs : 0.0, static_cast<int>(eta) / 60,
                  static_cast<int>(eta) % 60, r.applied ? "" : "  (skipped: non-finite)");
   }

@@ -15,6 +15,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_test_util.hpp"
+#include "common/lpips_random.hpp"
+#include "qlip/io/safetensors.hpp"
+#include "qlip/model/lpips_weights.hpp"
+#include "qlip/nn/lpips.hpp"
 
 namespace qlip::test::cli {
 namespace {
@@ -157,6 +161,71 @@ TEST_F(TrainCliTest, AutoBalanceSetsAlphaReconAndAResumeDerivesTheSameValue) {
   const RunResult no_align = train(train_args(out("bal_bad2"), 4) + " --balance auto --alpha-align 0");
   EXPECT_EQ(no_align.code, 1) << no_align;
   EXPECT_NE(no_align.err.find("--alpha-align is 0"), std::string::npos) << no_align.err;
+}
+
+// Stage 2: E_v, the text tower, the projections and the logit scale come out bit-identical to the
+// stage-1 checkpoint; the quantizer MLPs and the decoder change; LPIPS joins when given weights.
+TEST_F(TrainCliTest, StageTwoFreezesTheEncoderAndTrainsTheQuantizerAndDecoder) {
+  const std::string s1 = out("stage1"), s2 = out("stage2");
+  ASSERT_EQ(train(train_args(s1, 2)).code, 0);
+  const RunResult r = train(train_args(s2, 2) + " --stage 2 --lr-base 1e-3 --init " + q(s1 + "/checkpoint"));
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_NE(r.err.find("stage 2 without --lpips weights: alpha_p = 0"), std::string::npos) << r.err;
+  const SafetensorsFile before = SafetensorsFile::open(s1 + "/checkpoint/model.safetensors");
+  const SafetensorsFile after = SafetensorsFile::open(s2 + "/checkpoint/model.safetensors");
+  int frozen = 0, trained = 0, changed = 0;
+  for (const auto& t : before.tensors()) {
+    const auto a = before.bytes(t.name), b = after.bytes(t.name);
+    const bool same = a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+    const bool fine_tuned = t.name.starts_with("vision_decoder.") || t.name.find("quant_embed") != std::string::npos;
+    if (t.name.find("rope.freqs") != std::string::npos) continue;  // buffers
+    if (fine_tuned) {
+      ++trained;
+      changed += same ? 0 : 1;
+    } else {
+      ++frozen;
+      EXPECT_TRUE(same) << t.name << " changed in stage 2";
+    }
+  }
+  EXPECT_GT(frozen, 20);
+  EXPECT_GT(changed, trained / 2) << changed << " of " << trained << " decoder/quantizer tensors changed";
+  const nlohmann::json summary = nlohmann::json::parse(read_text(s2 + "/train_summary.json"));
+  EXPECT_EQ(summary.at("stage"), 2);
+  EXPECT_EQ(summary.at("alpha_perceptual").get<double>(), 0.0);
+
+  // With LPIPS weights (the tests' deterministic backbone and heads: the pipeline, not a metric).
+  using Net = nn::Lpips<64, cpu_backend>;
+  Net net;
+  LpipsWeights<Net> w(net);
+  test::fill_lpips_test_backbone(net);
+  SafetensorsWriter file;
+  net.visit_parameters([&](const std::string& name, auto& p) {
+    if (name.starts_with("lin"))
+      for (std::int64_t i = 0; i < p.numel(); ++i) p.value.data()[i] = 0.01f;
+    file.add(name, p.value);
+  });
+  const std::string lpips = path("lpips.safetensors");
+  file.write(lpips);
+  const RunResult with = train(train_args(out("stage2_lpips"), 1) + " --stage 2 --lpips " + q(lpips) + " --init " +
+                               q(s1 + "/checkpoint"));
+  ASSERT_EQ(with.code, 0) << with;
+  EXPECT_NE(with.err.find("lpips "), std::string::npos) << "the progress line shows the perceptual loss: " << with.err;
+
+  RunResult bad = train(train_args(out("s2_noinit"), 2) + " --stage 2");
+  EXPECT_EQ(bad.code, 1) << bad;
+  EXPECT_NE(bad.err.find("give its checkpoint with --init"), std::string::npos) << bad.err;
+  bad = train(train_args(out("s2_lrv"), 2) + " --stage 2 --lr-vision 1e-3 --init " + q(s1 + "/checkpoint"));
+  EXPECT_NE(bad.err.find("E_v is frozen"), std::string::npos) << bad.err;
+  bad = train(train_args(out("s1_lpips"), 2) + " --lpips " + q(lpips));
+  EXPECT_NE(bad.err.find("--lpips is a stage-2 loss"), std::string::npos) << bad.err;
+  bad = train(train_args(out("s2_auto"), 2) + " --stage 2 --balance auto --balance-steps 1 --init " + q(s1 + "/checkpoint"));
+  EXPECT_NE(bad.err.find("stage 2 has no contrastive loss"), std::string::npos) << bad.err;
+  const std::string heads = std::string(QLIP_VOCAB_DIR) + "/lpips_vgg_v0.1_heads.safetensors";
+  if (fs::exists(heads)) {
+    bad = train(train_args(out("s2_heads"), 2) + " --stage 2 --lpips " + q(heads) + " --init " + q(s1 + "/checkpoint"));
+    EXPECT_EQ(bad.code, 1) << bad;
+    EXPECT_NE(bad.err.find("no tensor 'net.slice1.0.weight'"), std::string::npos) << bad.err;
+  }
 }
 
 TEST_F(TrainCliTest, BadInputGivesOneLine) {

@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "common/train_tiny.hpp"
+#include "qlip/model/lpips_weights.hpp"
 #include "qlip/model/qlip_trainable.hpp"
+#include "qlip/nn/lpips.hpp"
 #include "qlip/nn/block_stack.hpp"
 #include "qlip/nn/bsq_bottleneck.hpp"
 #include "qlip/nn/decoder_tower.hpp"
@@ -265,6 +267,37 @@ TEST(TraceBackend, QlipTrainableStage1Step) {
   EXPECT_GT(trace.cost("attention_train").flops, 0);
   EXPECT_EQ(trace.total_flops(), trace.cost("linear").flops + trace.cost("linear_backward").flops +
                                      trace.cost("attention_train").flops + trace.cost("attention_backward").flops);
+}
+
+// Stage 2 with LPIPS: no text tower, E_v forward only, VGG16 on both images forward and on the
+// reconstruction backward (input gradients only: the network is frozen).
+TEST(TraceBackend, QlipTrainableStage2StepWithLpips) {
+  OpTrace trace;
+  QlipTrainable<TrainTinyQlip, trace_backend> model(tiny_runtime(), BsqLossConfig{.group_size = 7},
+                                                    trace_backend{&trace});
+  BoundParameters params(model);
+  model.prepare(kBatch, kTextTokens);
+  using Net = nn::Lpips<64, trace_backend>;
+  Net lpips(trace_backend{&trace});
+  LpipsWeights<Net> weights(lpips);
+  const std::int64_t s = kC.vision.image_size;
+  lpips.prepare(kBatch, s, s);
+  Tensor<float, 4> pixels({kBatch, kC.vision.channels, s, s});
+  model.forward_backward_stage2(pixels.view(), Stage2Weights{}, &lpips);
+
+  EXPECT_EQ(trace.cost("linear").flops, vision_flops() + bottleneck_flops() + decoder_flops());
+  EXPECT_EQ(trace.cost("linear_backward").flops, 2 * (bottleneck_flops() + decoder_flops()));
+  EXPECT_EQ(trace.cost("contrastive_loss").calls, 0);
+  EXPECT_EQ(trace.cost("attention_backward").calls, kC.decoder.stack.layers);
+  // VGG16's convolutions: 15,346,630,656 multiply-adds per 224×224 image, (224/s)² fewer at s×s.
+  ASSERT_EQ(224 % s, 0);
+  const std::int64_t macs = std::int64_t{15346630656} / ((224 / s) * (224 / s));
+  EXPECT_EQ(trace.cost("conv2d").calls, 2 * Net::kConvs);
+  EXPECT_EQ(trace.cost("conv2d").flops, 2 * 2 * kBatch * macs);          // two images
+  EXPECT_EQ(trace.cost("conv2d_backward").flops, 2 * kBatch * macs);     // dx only
+  EXPECT_EQ(trace.cost("max_pool2x2").calls, 2 * 4);
+  EXPECT_EQ(trace.cost("lpips_layer_distance").calls, Net::kTaps);
+  EXPECT_EQ(trace.cost("channel_normalize_backward").calls, Net::kTaps);
 }
 
 TEST(TraceBackend, AnOpWithoutATraceIsAnError) {

@@ -37,10 +37,21 @@ struct Stage1Weights {
   double commitment = 1.0;       ///< α_z, on β·commitment
 };
 
-/// Every term of one step, unweighted, and the weighted total.
+/// Stage-2 loss weights (MODEL.md §4.2, Table 8): α_r = 1, α_p = 0.1, α_q = 1, α_z = 0 (the GAN term's
+/// α_g = 0.1 belongs to the discriminator, which is not part of this class).
+struct Stage2Weights {
+  double reconstruction = 1.0;   ///< α_r (pixel MSE)
+  double perceptual = 0.1;       ///< α_p (LPIPS; 0 without a perceptual network)
+  double quantization = 1.0;     ///< α_q, on entropy_penalty / T
+  double commitment = 0.0;       ///< α_z
+};
+
+/// Every term of one step, unweighted, and the weighted total (stage 2 has no contrastive term and
+/// reports the perceptual one).
 struct Stage1Losses {
   double total = 0.0;
   double contrastive = 0.0;
+  double perceptual = 0.0;       ///< LPIPS (stage 2)
   double mse = 0.0;
   double entropy_penalty = 0.0;  ///< (γ0·H_ps − γ1·H_cb) / T
   double per_sample_entropy = 0.0;
@@ -121,6 +132,8 @@ class QlipTrainable {
     dzhat_ = Tensor<T, 2>({m, kDq});
     recon_ = Tensor<T, 4>({batch, C.vision.channels, C.vision.image_size, C.vision.image_size});
     drecon_ = Tensor<T, 4>(recon_.shape());
+    dpercept_ = Tensor<T, 4>(recon_.shape());
+    lpips_d_ = Tensor<T, 1>({batch});
     for (Tensor<T, 2>* t : {&img_, &txt_, &img_n_, &txt_n_, &d_img_n_, &d_txt_n_, &d_img_, &d_txt_})
       *t = Tensor<T, 2>({batch, kP});
     // Attention scratch of the widest tower (forward and backward share it; rewound per op).
@@ -135,16 +148,8 @@ class QlipTrainable {
     QLIP_CHECK(pixels.size(0) == batch_ && ids.size(0) == batch_ && ids.size(1) == tokens_,
                "stage 1: batch of ", pixels.size(0), " images and ", ids.size(0), "x", ids.size(1),
                " tokens, but buffers were prepared for ", batch_, " and ", batch_, "x", tokens_);
-    const std::int64_t batch = batch_;
     const Args a = args();
-    vision.forward_train(arena_, pixels, h_.view(), img_.view(), vision_saved_.data(), size(vision_saved_),
-                         vision_work_.data(), size(vision_work_), a.vision);
-    copy(be_, CView<3>(h_.view().reshape(Extents<3>{batch, kTv, kD}).slice(1, 1, kTv)),
-         z_.view().reshape(Extents<3>{batch, kN, kD}));
-    quantizer.forward_train(z_.view(), u_.view(), q_.view(), zhat_.view(), quant_saved_.data(), size(quant_saved_),
-                            rt_.code_scale_l2);
-    decoder.forward_train(arena_, zhat_.view(), recon_.view(), decoder_saved_.data(), size(decoder_saved_),
-                          decoder_work_.data(), size(decoder_work_), a.decoder);
+    image_forward(pixels, a);
     text.forward_train(arena_, ids, ids_flat, txt_.view(), text_saved_.data(), size(text_saved_), a.text);
     l2_normalize_rows(be_, CView<2>(img_.view()), img_n_.view(), T(1e-12));
     l2_normalize_rows(be_, CView<2>(txt_.view()), txt_n_.view(), T(1e-12));
@@ -155,11 +160,7 @@ class QlipTrainable {
     out.image_to_text_accuracy = c.image_to_text_accuracy;
     out.text_to_image_accuracy = c.text_to_image_accuracy;
     out.mse = mse_loss(be_, pixel_rows(recon_.view()), pixel_rows(pixels));
-    const BsqLossResult q = bsq_loss(be_, arena_, CView<2>(u_.view()), bsq_);
-    out.entropy_penalty = q.entropy_penalty / bsq_.inv_temperature;
-    out.per_sample_entropy = q.per_sample_entropy;
-    out.codebook_entropy = q.codebook_entropy;
-    out.commitment = q.commitment;
+    add_bsq_terms(out);
     out.total = w.contrastive * out.contrastive + w.reconstruction * out.mse + w.quantization * out.entropy_penalty +
                 w.commitment * out.commitment;
     return out;
@@ -174,12 +175,7 @@ class QlipTrainable {
     mse_loss_backward(be_, pixel_rows(recon_.view()), pixel_rows(pixels), w.reconstruction, pixel_rows(drecon_.view()));
     decoder.backward(arena_, drecon_.view(), dzhat_.view(), decoder_saved_.data(), size(decoder_saved_),
                      decoder_work_.data(), size(decoder_work_), a.decoder);
-    // α_q·penalty/T + α_z·commitment as one loss_q with γ0, γ1 scaled by α_q and β by α_z.
-    BsqLossConfig weighted = bsq_;
-    weighted.gamma0 *= w.quantization;
-    weighted.gamma1 *= w.quantization;
-    weighted.beta *= w.commitment;
-    bsq_loss_backward(be_, arena_, CView<2>(u_.view()), weighted, 1.0, CView<2>(), du_.view());
+    bsq_backward(w.quantization, w.commitment);
     quantizer.backward(q_.view(), dzhat_.view(), du_.view(), dz_.view(), quant_saved_.data(), size(quant_saved_),
                        quant_work_.data(), size(quant_work_), rt_.code_scale_l2);
     contrastive_loss_backward(be_, arena_, img_n_.view(), txt_n_.view(), logit_scale.value, w.contrastive,
@@ -190,6 +186,42 @@ class QlipTrainable {
                     vision_work_.data(), size(vision_work_), batch, a.vision);
     text.backward(arena_, ids_flat, d_txt_.view(), text_saved_.data(), size(text_saved_), text_work_.data(),
                   size(text_work_), batch, tokens_, a.text);
+    return out;
+  }
+
+  /// One stage-2 forward and backward (MODEL.md §4.1, "Finetune G"): the text tower is not run, E_v
+  /// runs forward only (frozen: no gradient reaches its parameters), and the quantizer MLPs and the
+  /// decoder get the gradients of α_r·MSE + α_p·LPIPS + α_q·penalty/T + α_z·commitment (+=).
+  /// @param perceptual an nn::Lpips prepared for this batch whose input affine maps the model's
+  ///        CLIP-normalised pixels to its [−1, 1] input, or nullptr (then α_p must be 0)
+  template <class Perceptual>
+  Stage1Losses forward_backward_stage2(CView<4> pixels, const Stage2Weights& w, Perceptual* perceptual) {
+    QLIP_CHECK(pixels.size(0) == batch_, "stage 2: batch of ", pixels.size(0), " images, but buffers were prepared for ",
+               batch_);
+    QLIP_CHECK(perceptual != nullptr || w.perceptual == 0.0,
+               "stage 2: the perceptual weight is ", w.perceptual, " but there is no perceptual network");
+    const Args a = args();
+    image_forward(pixels, a);
+    Stage1Losses out;  // contrastive stays 0
+    out.mse = mse_loss(be_, pixel_rows(recon_.view()), pixel_rows(pixels));
+    if (perceptual != nullptr) {
+      out.perceptual = perceptual->forward(CView<4>(recon_.view()), pixels, lpips_d_.view());
+    }
+    add_bsq_terms(out);
+    out.total = w.reconstruction * out.mse + w.perceptual * out.perceptual + w.quantization * out.entropy_penalty +
+                w.commitment * out.commitment;
+
+    mse_loss_backward(be_, pixel_rows(recon_.view()), pixel_rows(pixels), w.reconstruction, pixel_rows(drecon_.view()));
+    if (perceptual != nullptr && w.perceptual != 0.0) {
+      perceptual->backward(w.perceptual, dpercept_.view());
+      add_inplace(be_, CView<2>(pixel_rows(dpercept_.view())), pixel_rows(drecon_.view()));
+    }
+    decoder.backward(arena_, drecon_.view(), dzhat_.view(), decoder_saved_.data(), size(decoder_saved_),
+                     decoder_work_.data(), size(decoder_work_), a.decoder);
+    bsq_backward(w.quantization, w.commitment);
+    // dz (the gradient at E_v's output) is computed by the last linear and dropped: E_v is frozen.
+    quantizer.backward(q_.view(), dzhat_.view(), du_.view(), dz_.view(), quant_saved_.data(), size(quant_saved_),
+                       quant_work_.data(), size(quant_work_), rt_.code_scale_l2);
     return out;
   }
 
@@ -208,6 +240,34 @@ class QlipTrainable {
   struct Args {
     nn::BlockArgs<T, Mem> vision, decoder, text;
   };
+  /// E_v, the quantizer and the decoder forward on one batch (each fills its saved activations).
+  void image_forward(CView<4> pixels, const Args& a) {
+    const std::int64_t batch = batch_;
+    vision.forward_train(arena_, pixels, h_.view(), img_.view(), vision_saved_.data(), size(vision_saved_),
+                         vision_work_.data(), size(vision_work_), a.vision);
+    copy(be_, CView<3>(h_.view().reshape(Extents<3>{batch, kTv, kD}).slice(1, 1, kTv)),
+         z_.view().reshape(Extents<3>{batch, kN, kD}));
+    quantizer.forward_train(z_.view(), u_.view(), q_.view(), zhat_.view(), quant_saved_.data(), size(quant_saved_),
+                            rt_.code_scale_l2);
+    decoder.forward_train(arena_, zhat_.view(), recon_.view(), decoder_saved_.data(), size(decoder_saved_),
+                          decoder_work_.data(), size(decoder_work_), a.decoder);
+  }
+  /// The BSQ loss terms (unweighted) of the last image_forward.
+  void add_bsq_terms(Stage1Losses& out) {
+    const BsqLossResult q = bsq_loss(be_, arena_, CView<2>(u_.view()), bsq_);
+    out.entropy_penalty = q.entropy_penalty / bsq_.inv_temperature;
+    out.per_sample_entropy = q.per_sample_entropy;
+    out.codebook_entropy = q.codebook_entropy;
+    out.commitment = q.commitment;
+  }
+  /// du = ∂(α_q·penalty/T + α_z·commitment)/∂u (=), as one loss_q with γ0, γ1 scaled by α_q and β by α_z.
+  void bsq_backward(double quantization, double commitment) {
+    BsqLossConfig weighted = bsq_;
+    weighted.gamma0 *= quantization;
+    weighted.gamma1 *= quantization;
+    weighted.beta *= commitment;
+    bsq_loss_backward(be_, arena_, CView<2>(u_.view()), weighted, 1.0, CView<2>(), du_.view());
+  }
   /// Per-tower block arguments; the RoPE views point into this object's tables.
   Args args() const {
     Args a;
@@ -234,7 +294,8 @@ class QlipTrainable {
   std::vector<T> vision_saved_, vision_work_, quant_saved_, quant_work_, decoder_saved_, decoder_work_, text_saved_,
       text_work_;
   Tensor<T, 2> h_, z_, dz_, u_, du_, q_, zhat_, dzhat_, img_, txt_, img_n_, txt_n_, d_img_n_, d_txt_n_, d_img_, d_txt_;
-  Tensor<T, 4> recon_, drecon_;
+  Tensor<T, 4> recon_, drecon_, dpercept_;
+  Tensor<T, 1> lpips_d_;
   Arena arena_;
 };
 

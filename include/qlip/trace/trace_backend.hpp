@@ -202,6 +202,75 @@ inline void tanh_act_backward(trace_backend be, HostView<const float, 2> x, Host
                               HostView<float, 2> dx) {
   detail::trace::elementwise_backward(be, "tanh_act_backward", x, dy, dx);
 }
+inline void leaky_relu(trace_backend be, HostView<const float, 2> x, HostView<float, 2> y, double, double) {
+  detail::trace::elementwise(be, "leaky_relu", x, y);
+}
+inline void leaky_relu_backward(trace_backend be, HostView<const float, 2> x, HostView<const float, 2> dy,
+                                HostView<float, 2> dx, double, double) {
+  detail::trace::elementwise_backward(be, "leaky_relu_backward", x, dy, dx);
+}
+
+// ---- convolutional layers: 2·B·Co·Ho·Wo·Ci·kh·kw FLOPs per product ----
+inline std::size_t conv2d_workspace_bytes(trace_backend, const Extents<4>&, const Extents<4>&, Conv2dGeometry) {
+  return 0;
+}
+inline void conv2d(trace_backend be, Arena&, HostView<const float, 4> x, HostView<const float, 4> w,
+                   HostView<const float, 1> bias, HostView<float, 4> y, Conv2dGeometry g) {
+  detail::check_conv2d_args(x, w, bias, y.shape(), g, "conv2d");
+  const std::int64_t product = 2 * y.numel() * w.size(1) * w.size(2) * w.size(3);
+  detail::trace::record(be, "conv2d", product, detail::trace::bytes_of(x, w, bias, y));
+}
+inline void conv2d_backward(trace_backend be, Arena&, HostView<const float, 4> x, HostView<const float, 4> w,
+                            HostView<const float, 4> dy, HostView<float, 4> dx, HostView<float, 4> dw,
+                            HostView<float, 1> db, Conv2dGeometry g) {
+  detail::check_conv2d_backward_args(x, w, dy, dx, dw, db, g);
+  const std::int64_t product = 2 * dy.numel() * w.size(1) * w.size(2) * w.size(3);
+  const std::int64_t flops = (dx.empty() ? 0 : product) + (dw.empty() ? 0 : product);
+  detail::trace::record(be, "conv2d_backward", flops, detail::trace::bytes_of(x, w, dy, dx, dw, db));
+}
+inline void max_pool2x2(trace_backend be, HostView<const float, 4> x, HostView<float, 4> y) {
+  detail::check_max_pool2x2_args(x, y.shape(), "max_pool2x2");
+  detail::trace::record(be, "max_pool2x2", 0, detail::trace::bytes_of(x, y));
+}
+inline void max_pool2x2_backward(trace_backend be, HostView<const float, 4> x, HostView<const float, 4> dy,
+                                 HostView<float, 4> dx) {
+  detail::check_max_pool2x2_args(x, dy.shape(), "max_pool2x2_backward");
+  check_shape(dx, x.shape(), "max_pool2x2_backward: dx");
+  detail::trace::record(be, "max_pool2x2_backward", 0, detail::trace::bytes_of(x, dy, dx));
+}
+inline void channel_affine(trace_backend be, HostView<const float, 4> x, HostView<const float, 1> a,
+                           HostView<const float, 1> t, HostView<float, 4> y) {
+  detail::check_channel_affine_args(x, a, t, y.shape(), "channel_affine");
+  detail::trace::record(be, "channel_affine", 2 * x.numel(), detail::trace::bytes_of(x, y));
+}
+inline void channel_affine_backward(trace_backend be, HostView<const float, 4> dy, HostView<const float, 1> a,
+                                    HostView<float, 4> dx) {
+  detail::check_channel_affine_args(dy, a, a, dx.shape(), "channel_affine_backward");
+  detail::trace::record(be, "channel_affine_backward", dy.numel(), detail::trace::bytes_of(dy, dx));
+}
+inline void channel_normalize(trace_backend be, HostView<const float, 4> x, HostView<float, 4> y) {
+  check_shape(y, x.shape(), "channel_normalize: y");
+  detail::trace::record(be, "channel_normalize", 3 * x.numel(), detail::trace::bytes_of(x, y));
+}
+inline void channel_normalize_backward(trace_backend be, HostView<const float, 4> x, HostView<const float, 4> dy,
+                                       HostView<float, 4> dx) {
+  check_shape(dy, x.shape(), "channel_normalize_backward: dy");
+  check_shape(dx, x.shape(), "channel_normalize_backward: dx");
+  detail::trace::record(be, "channel_normalize_backward", 6 * x.numel(), detail::trace::bytes_of(x, dy, dx));
+}
+inline void lpips_layer_distance(trace_backend be, HostView<const float, 4> f0, HostView<const float, 4> f1,
+                                 HostView<const float, 1> lin, HostView<float, 1> d) {
+  detail::check_lpips_layer_args(f0, f1, lin, d.size(0), "lpips_layer_distance");
+  detail::trace::record(be, "lpips_layer_distance", 3 * f0.numel(), detail::trace::bytes_of(f0, f1, lin, d));
+}
+inline void lpips_layer_distance_backward(trace_backend be, HostView<const float, 4> f0, HostView<const float, 4> f1,
+                                          HostView<const float, 1> lin, HostView<const float, 1> dd,
+                                          HostView<float, 4> df0, HostView<float, 4> df1) {
+  detail::check_lpips_layer_args(f0, f1, lin, dd.size(0), "lpips_layer_distance_backward");
+  detail::trace::record(be, "lpips_layer_distance_backward", 4 * f0.numel(),
+                        detail::trace::bytes_of(f0, f1, lin, dd, df0, df1));
+}
+
 inline void swiglu(trace_backend be, HostView<const float, 2> gate, HostView<const float, 2> lin,
                    HostView<float, 2> y) {
   check_shape(lin, {gate.size(0), gate.size(1)}, "swiglu linear branch lin");
