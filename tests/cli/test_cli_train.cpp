@@ -206,7 +206,7 @@ TEST_F(TrainCliTest, StageTwoFreezesTheEncoderAndTrainsTheQuantizerAndDecoder) {
   });
   const std::string lpips = path("lpips.safetensors");
   file.write(lpips);
-  const RunResult with = train(train_args(out("stage2_lpips"), 1) + " --stage 2 --lpips " + q(lpips) + " --init " +
+  const RunResult with = train(train_args(out("stage2_lpips"), 2) + " --stage 2 --lpips " + q(lpips) + " --init " +
                                q(s1 + "/checkpoint"));
   ASSERT_EQ(with.code, 0) << with;
   EXPECT_NE(with.err.find("lpips "), std::string::npos) << "the progress line shows the perceptual loss: " << with.err;
