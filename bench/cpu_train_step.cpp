@@ -5,7 +5,11 @@
 ///     backward, clipping and LAMB over the flat parameter buffer (what qlip-train does per step,
 ///     without data loading);
 ///   - BM_B16ForwardBackward: QLIP-B-16-256 at batch 8, forward + backward of every loss (the
-///     gradients of all 4 towers), no optimiser.
+///     gradients of all 4 towers), no optimiser;
+///   - BM_DemoStage2Step/gan:0|1: the main job's stage 2 at batch 64 (E_v forward only, quantizer +
+///     decoder on MSE + BSQ, AdamW) without and with the GAN loss (kDemoDiscriminator: the
+///     generator's L_G, then one discriminator step, R1 on every 16th), the counterpart of
+///     tools/qlip_stage2_reference.py bench.
 ///
 /// Weights: from-scratch initialisation (train/init.hpp); pixels N(0, 1); token ids drawn uniformly
 /// from kCaptionIds, the ids of the demo's captions, with an end-of-text token at a random position.
@@ -31,6 +35,8 @@
 #include "qlip/core/philox.hpp"
 #include "qlip/cpu.hpp"
 #include "qlip/model/qlip_trainable.hpp"
+#include "qlip/nn/lpips.hpp"
+#include "qlip/train/adversary.hpp"
 #include "qlip/train/init.hpp"
 #include "qlip/train/optimizer.hpp"
 #include "qlip/train/recipe.hpp"
@@ -126,7 +132,38 @@ void BM_B16ForwardBackward(benchmark::State& state) {
   set_counters(state, batch);
 }
 
+void BM_DemoStage2Step(benchmark::State& state) {
+  const std::int64_t batch = state.range(0);
+  const bool with_gan = state.range(1) != 0;
+  StepFixture<qlip::QlipDemoFashion> f(batch);
+  qlip::train::StageRecipe recipe = qlip::train::qlip_stage2_recipe();
+  recipe.options.schedule = {100, 1000000, 0.0};
+  qlip::train::Optimizer opt(f.store, recipe.groups, recipe.options);
+  qlip::train::Trainer trainer(f.store, opt, {recipe.max_grad_norm, 5}, [] {});
+  qlip::train::AdversaryOptions ao;
+  ao.warmup = 100;
+  ao.steps = 1000000;
+  qlip::train::Adversary<qlip::kDemoDiscriminator> adversary(ao, qlip::cpu_backend{bench_threads()});
+  adversary.prepare(batch);
+  qlip::train::initialize_discriminator(adversary.store, 2);
+  using NoPerceptual = qlip::nn::Lpips<64, qlip::cpu_backend>;
+  const auto step = [&] {
+    f.store.zero_grad();
+    const qlip::Stage1Losses l = f.model->forward_backward_stage2(
+        f.pixels.view(), qlip::Stage2Weights{.perceptual = 0.0}, static_cast<NoPerceptual*>(nullptr),
+        with_gan ? &adversary : nullptr);
+    const qlip::train::StepOutcome out = trainer.apply(l.total);
+    if (with_gan) benchmark::DoNotOptimize(adversary.step(f.pixels.view(), f.model->reconstruction()).loss);
+    return out.grad_norm;
+  };
+  (void)step();  // warm-up (also the first R1 step); R1 then falls on every 16th iteration
+  for (auto _ : state) benchmark::DoNotOptimize(step());
+  set_counters(state, batch);
+}
+
 BENCHMARK(BM_DemoStep)->ArgName("batch")->Arg(64)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_DemoStage2Step)->ArgNames({"batch", "gan"})->Args({64, 0})->Args({64, 1})->UseRealTime()
+    ->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(BM_B16ForwardBackward)->ArgName("batch")->Arg(8)->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(5.0);
 
 }  // namespace

@@ -2,10 +2,12 @@
 /// @brief `qlip-train`: QLIP training on Fashion-MNIST or a user's images and captions, on the CPU.
 ///        Stage 1 (MODEL.md §4.1: text + vision encoders, BSQ quantizer and decoder jointly;
 ///        contrastive + MSE + BSQ entropy/commitment; LAMB). Stage 2 (--stage 2 --init STAGE1: text
-///        tower dropped, E_v frozen; quantizer MLPs + decoder with MSE + LPIPS + BSQ losses; AdamW).
+///        tower dropped, E_v frozen; quantizer MLPs + decoder with MSE + LPIPS + GAN + BSQ losses; AdamW;
+///        the StyleGAN2 discriminator with R1 and its own AdamW).
 ///
 ///   qlip_train --out out/run [--stage 1|2] [--data fashion-mnist | --manifest captions.tsv|DIR]
 ///              [--lpips LPIPS.safetensors] [--alpha-perceptual P]
+///              [--alpha-gan G] [--gan-start N] [--r1-gamma γ] [--r1-every K] [--lr-disc LR]
 ///              [--steps N] [--batch B] [--optimizer lamb|adamw] [--warmup W] [--seed S] [--threads T]
 ///              [--alpha-align A] [--alpha-recon R] [--lr-vision|--lr-text|--lr-decoder|--lr-base LR]
 ///              [--balance fixed|auto] [--balance-steps K] [--grad-probe-every N]
@@ -13,7 +15,8 @@
 ///
 /// Writes into --out: checkpoint/ (the official layout: config.json, model.safetensors,
 /// preprocessor_config.json, the CLIP vocabulary, and training_state.safetensors with the optimiser
-/// moments, step and data position), log.csv (one row per step), loss.png, recon.png
+/// moments, step and data position; in stage 2 with the GAN also discriminator.safetensors and
+/// discriminator_state.safetensors), log.csv (one row per step), loss.png, recon.png
 /// (inputs | reconstructions), and with --balance auto or --grad-probe-every: grad_balance.csv and
 /// grad_balance.png (the gradient magnitudes of both losses at E_v's last MLP linear). docs/TRAINING.md is
 /// the manual. Errors: one line on stderr, "qlip-train: error: <message>", exit 1 (2 for a bad
@@ -41,6 +44,7 @@
 #include "qlip/train/init.hpp"
 #include "qlip/train/loss_balance.hpp"
 #include "qlip/train/optimizer.hpp"
+#include "qlip/train/adversary.hpp"
 #include "qlip/train/recipe.hpp"
 #include "qlip/train/scratch_model.hpp"
 #include "qlip/train/trainer.hpp"
@@ -57,6 +61,7 @@ using namespace qlip;
 using namespace qlip::train_cli;
 using Model = QlipTrainable<QlipDemoFashion, cpu_backend>;
 using Perceptual = nn::Lpips<64, cpu_backend>;
+using Adversary = train::Adversary<kDemoDiscriminator>;
 
 struct Options {
   std::string out = "out/train";
@@ -70,6 +75,7 @@ struct Options {
   std::string optimizer;  // empty: the stage's recipe (LAMB in stage 1, AdamW in stage 2)
   std::string lpips;      // stage 2: full LPIPS weights (tools/make_lpips_weights.py); empty: α_p = 0
   Stage2Weights alpha2{};
+  train::AdversaryOptions gan{};  // stage 2: α_g, start, R1, the discriminator's rate
   double lr_scale = 1.0;
   double lr_vision = -1, lr_text = -1, lr_decoder = -1, lr_base = -1;  // < 0: the recipe's peak
   Stage1Weights alpha{};  // the stage-1 loss weights (α_a : α_r = 1 : 1000)
@@ -82,6 +88,7 @@ struct Options {
 /// What this run computes with (train/run_state.hpp): the flags a resume must repeat. The rates
 /// are the effective peaks, so --lr-scale 2 and a doubled --lr-vision compare as what they are.
 RunSettings run_settings(const Options& o, const train::StageRecipe& recipe) {
+  const bool gan = o.stage == 2 && o.gan.weight > 0;  // the GAN flags mean nothing otherwise
   RunSettings s = {{"--stage", std::to_string(o.stage)},
                    {"--steps", std::to_string(o.steps)},
                    {"--batch", std::to_string(o.batch)},
@@ -93,12 +100,33 @@ RunSettings run_settings(const Options& o, const train::StageRecipe& recipe) {
                    {"--alpha-perceptual", setting_text(o.alpha2.perceptual)},
                    {"--lpips", o.lpips.empty() ? "none" : "given"},
                    {"--balance", o.balance},
+                   {"--alpha-gan", gan ? setting_text(o.gan.weight) : "none"},
+                   {"--gan-start", gan ? std::to_string(o.gan.start) : "none"},
+                   {"--r1-gamma", gan ? setting_text(o.gan.r1_gamma) : "none"},
+                   {"--r1-every", gan ? std::to_string(o.gan.r1_every) : "none"},
+                   {"--lr-disc", gan ? setting_text(o.gan.lr * o.lr_scale) : "none"},
                    {"--balance-steps", std::to_string(o.balance_steps)},
                    {"--data", o.manifest.empty() ? o.data : "manifest " + o.manifest}};
   const char* lr_flags[] = {"--lr-vision", "--lr-text", "--lr-decoder", "--lr-base"};  // QlipGroup order
   for (std::size_t g = 0; g < recipe.groups.size() && g < std::size(lr_flags); ++g)
     s.emplace_back(lr_flags[g], setting_text(recipe.groups[g].peak_lr));
   return s;
+}
+
+using FileList = std::vector<train::GeneratedFile>;
+
+/// The discriminator's weights and optimiser state as files of the run's checkpoint folder, committed
+/// with the generator's (the adversary must outlive the save).
+FileList discriminator_files(Adversary& adversary, const TrainData& data, std::uint64_t seed) {
+  const data::LoaderPosition pos = data.loader->position();
+  const train::TrainProgress progress{static_cast<std::int64_t>(pos.epoch), pos.batch, seed, 0};
+  return {{train::kDiscriminatorFileName,
+           [&adversary](const std::string& path) {
+             train::write_discriminator_weights(path, adversary.store, {{"format", "pt"}});
+           }},
+          {train::kDiscriminatorStateFileName, [&adversary, progress](const std::string& path) {
+             train::write_train_state(path, "discriminator", adversary.optimizer(), progress);
+           }}};
 }
 
 int run(const Options& o) {
@@ -145,11 +173,37 @@ int run(const Options& o) {
     train::initialize_parameters(store, o.seed);
   }
 
+  // Stage 2's adversarial loss (QLIP_SPEC §4.3): its own store and AdamW; restored on resume.
+  std::optional<Adversary> adversary;
+  if (o.stage == 2 && o.gan.weight > 0) {
+    train::AdversaryOptions ao = o.gan;
+    ao.lr *= o.lr_scale;
+    ao.warmup = o.warmup;
+    ao.steps = std::max<std::int64_t>(o.steps - o.gan.start, 1);
+    adversary.emplace(ao, cpu_backend{o.threads});
+    adversary->prepare(o.batch);
+    const std::string weights = ckpt_dir + "/" + train::kDiscriminatorFileName;
+    if (o.resume) {
+      QLIP_CHECK(std::filesystem::exists(weights), "--resume: ", ckpt_dir, " has no ", train::kDiscriminatorFileName,
+                 " (the run was saved without the GAN loss; resume it with --alpha-gan 0)");
+      train::load_discriminator_weights(weights, adversary->store);
+      (void)train::read_train_state(ckpt_dir + "/" + train::kDiscriminatorStateFileName, "discriminator",
+                                    adversary->optimizer());
+      const auto it = saved.find("gan.discriminator_steps");
+      QLIP_CHECK(it != saved.end(), "--resume: the training state in ", ckpt_dir, " has no gan.discriminator_steps");
+      adversary->set_steps_taken(std::stoll(it->second));
+    } else {
+      train::initialize_discriminator(adversary->store, o.seed + 1);
+    }
+    std::fprintf(stderr, "qlip-train: GAN loss from step %lld: alpha_g %g, discriminator %lld parameters, R1 gamma %g every %lld steps\n",
+                 static_cast<long long>(o.gan.start), o.gan.weight,
+                 static_cast<long long>(adversary->store.parameter_count()), o.gan.r1_gamma,
+                 static_cast<long long>(o.gan.r1_every));
+  }
+
   model.prepare(o.batch, QlipDemoFashion::config.text.context_length);
   CsvLog csv(o.out + "/log.csv", o.resume ? start : 0);  // a fresh run starts a fresh log
 
-  // Loss balance (QLIP_SPEC §4.1, the paper's Fig. 5): gradient norms of L_align and L_recon alone
-  // at E_v's last MLP linear; in auto mode α_r = α_a · their median ratio over the first steps.
   // Stage 2's perceptual network, in the model's pixel space (CLIP-normalised → LPIPS's [−1, 1]).
   Stage2Weights alpha2 = o.alpha2;
   Perceptual lpips;
@@ -170,6 +224,8 @@ int run(const Options& o) {
     std::fprintf(stderr, "qlip-train: stage 2 without --lpips weights: alpha_p = 0 (MSE + BSQ losses only)\n");
   }
 
+  // Loss balance (QLIP_SPEC §4.1, the paper's Fig. 5): gradient norms of L_align and L_recon alone
+  // at E_v's last MLP linear; in auto mode α_r = α_a · their median ratio over the first steps.
   const bool auto_balance = o.balance == "auto";
   QLIP_CHECK(!auto_balance || o.stage == 1, "--balance auto balances stage 1's contrastive and MSE losses; stage 2 has no contrastive loss");
   QLIP_CHECK(!auto_balance || o.alpha.contrastive > 0, "--balance auto sets α_r relative to α_a, but --alpha-align is 0");
@@ -192,8 +248,9 @@ int run(const Options& o) {
   if (auto_balance && balance.ready()) report_balance();
   std::optional<BalanceCsv> balance_csv;
   if (o.stage == 1 && (auto_balance || o.grad_probe_every > 0)) balance_csv.emplace(o.out + "/grad_balance.csv", start);
-  const auto balance_state = [&] {
+  const auto balance_state = [&] {  // what the training state keeps besides the flags
     RunSettings extra;
+    if (adversary) extra.emplace_back("gan.discriminator_steps", std::to_string(adversary->steps_taken()));
     if (!auto_balance) return extra;
     extra.emplace_back("balance.samples", balance_samples_text(balance.samples()));
     if (balance.ready()) extra.emplace_back("balance.alpha_recon", setting_text(alpha.reconstruction));
@@ -217,21 +274,25 @@ int run(const Options& o) {
       }
     }
     store.zero_grad();
+    Adversary* gan = adversary && adversary->active(step) ? &*adversary : nullptr;
     const Stage1Losses losses =
-        o.stage == 2 ? model.forward_backward_stage2(b.pixels.view(), alpha2, lpips_weights ? &lpips : nullptr)
+        o.stage == 2 ? model.forward_backward_stage2(b.pixels.view(), alpha2, lpips_weights ? &lpips : nullptr, gan)
                      : model.forward_backward(b.pixels.view(), b.tokens.view(), ids_flat, alpha);
     const train::StepOutcome out = trainer.apply(losses.total);
+    // The discriminator learns from the same reconstruction, after the generator's update.
+    const train::DiscriminatorStep disc = gan != nullptr ? gan->step(b.pixels.view(), model.reconstruction()) : train::DiscriminatorStep{};
     images += o.batch;
     done = step + 1;
     const bool out_of_time = o.max_minutes > 0 && progress.seconds() >= 60.0 * o.max_minutes;
     const bool last = done == o.steps || out_of_time;
-    const LogRow row{done, losses, out.grad_norm, out.lr_factor, images / std::max(progress.seconds(), 1e-9), out.applied};
+    const LogRow row{done, losses, out.grad_norm, out.lr_factor, images / std::max(progress.seconds(), 1e-9), out.applied,
+                     gan != nullptr, disc};
     csv.write(row);
     if (done % o.log_every == 0 || last || !out.applied) progress.print(row, images);
     if (done % o.grid_every == 0 || last) write_reconstruction_grid(o.out + "/recon.png", b.pixels.view(), model.reconstruction());
     if (done % o.save_every == 0 || last) {
       save_run(ckpt_dir, vocab, QlipDemoFashion::name, QlipDemoFashion::config, train::scratch_runtime(), store, opt, data,
-               o.seed, settings, balance_state());
+               o.seed, settings, balance_state(), adversary ? discriminator_files(*adversary, data, o.seed) : FileList{});
       plot_log(csv.path(), o.out + "/loss.png", std::string("qlip-train ") + QlipDemoFashion::name);
       if (balance_csv)
         plot_balance(balance_csv->path(), o.out + "/grad_balance.png",
@@ -246,7 +307,8 @@ int run(const Options& o) {
   write_train_summary(o.out + "/train_summary.json", done - start, images, progress.seconds(),
                       o.stage == 2 ? nlohmann::ordered_json{{"stage", 2},
                                                             {"alpha_recon", alpha2.reconstruction},
-                                                            {"alpha_perceptual", alpha2.perceptual}}
+                                                            {"alpha_perceptual", alpha2.perceptual},
+                                                            {"alpha_gan", adversary ? o.gan.weight : 0.0}}
                                    : nlohmann::ordered_json{{"stage", 1},
                                                             {"balance", o.balance},
                                                             {"alpha_align", alpha.contrastive},
@@ -260,13 +322,21 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   CLI::App app{"qlip-train: QLIP training on the CPU: stage 1 (contrastive + MSE + BSQ, LAMB) or stage 2 "
-               "(E_v frozen; quantizer + decoder with MSE + LPIPS + BSQ, AdamW)"};
+               "(E_v frozen; quantizer + decoder with MSE + LPIPS + GAN + BSQ, AdamW)"};
   Options o;
   app.add_option("--stage", o.stage, "1: everything from scratch or --init; 2: fine-tune the quantizer and decoder of --init")
       ->check(CLI::Range(1, 2));
   app.add_option("--lpips", o.lpips, "stage 2: LPIPS VGG16 weights (tools/make_lpips_weights.py); without: alpha_p = 0");
   app.add_option("--alpha-perceptual", o.alpha2.perceptual, "stage 2: alpha_p, weight of LPIPS (recipe: 0.1)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--alpha-gan", o.gan.weight, "stage 2: alpha_g, weight of the generator's GAN loss (recipe: 0.1; 0: no discriminator)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--gan-start", o.gan.start, "stage 2: first step with the GAN losses (before it, neither side trains)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--r1-gamma", o.gan.r1_gamma, "stage 2: gamma of the discriminator's R1 penalty (10)")->check(CLI::NonNegativeNumber);
+  app.add_option("--r1-every", o.gan.r1_every, "stage 2: R1 on every N-th discriminator step, weighted by N (16; 0: off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--lr-disc", o.gan.lr, "stage 2: the discriminator's peak AdamW rate (recipe: 1e-4)")->check(CLI::NonNegativeNumber);
   app.add_option("--out", o.out, "output folder (checkpoint/, log.csv, loss.png, recon.png)");
   app.add_option("--data", o.data, "fashion-mnist (or give --manifest)");
   app.add_option("--data-dir", o.data_dir, "folder with the Fashion-MNIST idx files (default: the Debian package's)");
@@ -311,6 +381,11 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (o.stage == 2) o.alpha2.reconstruction = alpha_recon->count() ? o.alpha.reconstruction : 1.0;  // recipe: 1
+  for (const char* flag : {"--alpha-gan", "--gan-start", "--r1-gamma", "--r1-every", "--lr-disc"})
+    if (o.stage == 1 && app.get_option(flag)->count() > 0) {
+      std::fprintf(stderr, "qlip-train: error: %s belongs to stage 2's GAN loss; add --stage 2\n", flag);
+      return 1;
+    }
   try {
     return run(o);
   } catch (const std::exception& e) {

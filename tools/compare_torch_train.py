@@ -3,10 +3,13 @@
 
   python3 tools/compare_torch_train.py [--rounds 5] [--threads 2] [--bench build/bench/bench/bench_cpu_train_step]
 
-Two cases, each measured `rounds` times as qlip, PyTorch, qlip, PyTorch, ...:
+Cases, each measured `rounds` times as qlip, PyTorch, qlip, PyTorch, ...:
   demo  the main job's config (qlip-demo-fashion), batch 64, a whole step (forward, backward,
         clipping, LAMB): bench_cpu_train_step BM_DemoStep vs tools/bench_torch_train.py --mode step
   b16   QLIP-B-16-256, batch 8, forward + backward: BM_B16ForwardBackward vs --mode fwdbwd
+  stage2, stage2_gan  the main job's stage 2, batch 64 (E_v forward only, quantizer + decoder, AdamW),
+        without / with the GAN loss (the generator's L_G, a discriminator step, R1 every 16th):
+        BM_DemoStage2Step/gan:0|1 vs tools/qlip_stage2_reference.py bench --alpha-g 0|0.1
 Prints each run, then per case the median images/s of both, the ratio qlip / PyTorch and the
 peak resident set of each process. Run it alone on an idle machine: other load distorts both.
 The PyTorch side needs checkpoint folders; they are made once under --work (the demo one by
@@ -27,8 +30,12 @@ def run_json(cmd, env=None):
     return out
 
 
+QLIP_FILTERS = {"demo": "BM_DemoStep/", "b16": "BM_B16ForwardBackward", "stage2": "BM_DemoStage2Step/batch:64/gan:0",
+                "stage2_gan": "BM_DemoStage2Step/batch:64/gan:1"}
+
+
 def qlip_run(bench, case, threads):
-    flt = {"demo": "BM_DemoStep", "b16": "BM_B16ForwardBackward"}[case]
+    flt = QLIP_FILTERS[case]
     env = dict(os.environ, QLIP_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     doc = json.loads(run_json([bench, f"--benchmark_filter={flt}", "--benchmark_format=json"], env))
     b = doc["benchmarks"][0]
@@ -36,6 +43,11 @@ def qlip_run(bench, case, threads):
 
 
 def torch_run(ckpt, case, threads, runs):
+    if case.startswith("stage2"):
+        out = run_json([sys.executable, os.path.join(ROOT, "tools", "qlip_stage2_reference.py"), "bench", "--ckpt", ckpt,
+                        "--batch", "64", "--threads", str(threads), "--runs", str(runs),
+                        "--alpha-g", "0.1" if case == "stage2_gan" else "0"])
+        return json.loads(out.strip().splitlines()[-1])
     batch, mode = (64, "step") if case == "demo" else (8, "fwdbwd")
     out = run_json([sys.executable, os.path.join(ROOT, "tools", "bench_torch_train.py"), "--ckpt", ckpt,
                     "--batch", str(batch), "--mode", mode, "--threads", str(threads), "--runs", str(runs)])
@@ -51,7 +63,8 @@ def make_checkpoints(work, train_bin):
     if not os.path.exists(os.path.join(b16, "model.safetensors")):
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "qlip_reference.py"), "make-checkpoint",
                         "--config", "qlip-b-16-256", "--out", b16], check=True, capture_output=True)
-    return {"demo": os.path.join(demo, "checkpoint"), "b16": b16}
+    return {"demo": os.path.join(demo, "checkpoint"), "b16": b16, "stage2": os.path.join(demo, "checkpoint"),
+            "stage2_gan": os.path.join(demo, "checkpoint")}
 
 
 def main():
@@ -61,7 +74,7 @@ def main():
     ap.add_argument("--bench", default=os.path.join(ROOT, "build/bench/bench/bench_cpu_train_step"))
     ap.add_argument("--train-bin", default=os.path.join(ROOT, "build/release/examples/qlip_train"))
     ap.add_argument("--work", default="/tmp/qlip-compare-train")
-    ap.add_argument("--cases", nargs="+", default=["demo", "b16"], choices=["demo", "b16"])
+    ap.add_argument("--cases", nargs="+", default=["demo", "b16"], choices=list(QLIP_FILTERS))
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     ckpts = make_checkpoints(args.work, args.train_bin)
@@ -71,7 +84,7 @@ def main():
         q, t = [], []
         for r in range(args.rounds):
             q.append(qlip_run(args.bench, case, args.threads))
-            t.append(torch_run(ckpts[case], case, args.threads, 10 if case == "demo" else 3))
+            t.append(torch_run(ckpts[case], case, args.threads, {"b16": 3, "demo": 10}.get(case, 32)))
             print(f"{case} round {r + 1}: qlip {q[-1]['images_per_s']:.2f} img/s, "
                   f"pytorch {t[-1]['images_per_s']:.2f} img/s", flush=True)
         mq = statistics.median(x["images_per_s"] for x in q)

@@ -6,6 +6,7 @@
 
 #include "qlip/core/dispatch.hpp"
 #include "qlip/model/config.hpp"
+#include "qlip/nn/discriminator.hpp"
 
 namespace qlip {
 
@@ -23,6 +24,11 @@ struct QlipDemoFashion {
       .text_projection_bias = false,
   };
 };
+
+/// Stage 2's discriminator for the demo's 32×32 images: StyleGAN2's structure (blocks at 32, 16, 8 and
+/// the 4×4 epilogue, QLIP_SPEC §4.3) at 32 channels throughout (channel_base 1024, channel_max 32)
+/// instead of 512: 84,673 parameters.
+inline constexpr nn::DiscriminatorConfig kDemoDiscriminator{32, 3, 1024, 32, 4};
 
 /// The configs qlip-train can build from scratch.
 using TrainableQlipConfigs = TypeList<QlipDemoFashion>;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "qlip/core/error.hpp"
 #include "qlip/io/detail/file.hpp"
 #include "qlip/model/qlip_trainable.hpp"
+#include "qlip/train/adversary.hpp"
 #include "train/plot.hpp"
 
 namespace qlip::train_cli {
@@ -30,11 +32,14 @@ struct LogRow {
   double lr_factor = 0.0;
   double images_per_second = 0.0;
   bool applied = true;
+  bool gan = false;                   ///< the step had the GAN terms (stage 2 from --gan-start)
+  train::DiscriminatorStep disc{};    ///< its discriminator step
 };
 
 inline const char* kCsvHeader =
     "step,total,contrastive,mse,entropy_penalty,per_sample_entropy,codebook_entropy,commitment,"
-    "i2t_acc,t2i_acc,grad_norm,lr_factor,images_per_second,applied,perceptual";
+    "i2t_acc,t2i_acc,grad_norm,lr_factor,images_per_second,applied,perceptual,adversarial,disc_loss,r1,"
+    "disc_grad_norm,real_logit,fake_logit";
 
 /// Drops the rows of the CSV at `path` whose first column (the step) is above `step`, keeping the
 /// header: what a resumed run does to the logs of steps the killed run wrote after its last save.
@@ -96,7 +101,8 @@ class CsvLog {
     out_ << r.step << ',' << l.total << ',' << l.contrastive << ',' << l.mse << ',' << l.entropy_penalty << ','
          << l.per_sample_entropy << ',' << l.codebook_entropy << ',' << l.commitment << ',' << l.image_to_text_accuracy
          << ',' << l.text_to_image_accuracy << ',' << r.grad_norm << ',' << r.lr_factor << ',' << r.images_per_second
-         << ',' << (r.applied ? 1 : 0) << ',' << l.perceptual << '\n';
+         << ',' << (r.applied ? 1 : 0) << ',' << l.perceptual << ',' << l.adversarial << ',' << r.disc.loss << ','
+         << r.disc.r1 << ',' << r.disc.grad_norm << ',' << r.disc.real_logit << ',' << r.disc.fake_logit << '\n';
     out_.flush();
     QLIP_CHECK(out_.good(), "writing the training log ", path_, " failed (disk full?)");
   }
@@ -107,10 +113,12 @@ class CsvLog {
   std::ofstream out_;
 };
 
-/// Reads the CSV back and plots total, contrastive, MSE, commitment and |entropy penalty|.
+/// Reads the CSV back and plots total, contrastive, MSE, commitment and |entropy penalty| (and the
+/// two GAN losses when the run has them).
 inline void plot_log(const std::string& csv, const std::string& png, const std::string& title) {
   std::vector<Curve> curves = {{"total", {}, {}}, {"contrastive", {}, {}}, {"mse", {}, {}},
                                {"commitment", {}, {}}, {"-entropy pen.", {}, {}}};
+  std::vector<Curve> gan = {{"GAN L_G", {}, {}}, {"GAN L_D", {}, {}}};
   for (const std::vector<double>& v : read_csv_numbers(csv)) {
     if (v.size() < 14 || v[13] == 0) continue;  // skipped steps are not plotted
     const double step = v[0];
@@ -119,8 +127,28 @@ inline void plot_log(const std::string& csv, const std::string& png, const std::
       curves[k].x.push_back(step);
       curves[k].y.push_back(ys[k]);
     }
+    if (v.size() >= 17 && v[16] != 0) {  // a step with the GAN terms: L_G and L_D
+      gan[0].x.push_back(step);
+      gan[0].y.push_back(v[15]);
+      gan[1].x.push_back(step);
+      gan[1].y.push_back(v[16]);
+    }
   }
+  if (!gan[0].x.empty()) curves.insert(curves.end(), gan.begin(), gan.end());
   write_loss_plot(png, curves, title);
+}
+
+/// "  L_G 0.693  L_D 0.692  D(x) 0.01  D(x^) -0.02" (and "  R1 0.003" on its steps).
+inline std::string gan_text(const LogRow& r) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "  L_G %.4g  L_D %.4g  D(x) %.3g  D(x^) %.3g", r.losses.adversarial, r.disc.loss,
+                r.disc.real_logit, r.disc.fake_logit);
+  std::string s = buf;
+  if (!std::isnan(r.disc.r1)) {
+    std::snprintf(buf, sizeof buf, "  R1 %.3g", r.disc.r1);
+    s += buf;
+  }
+  return s;
 }
 
 /// "step 120/3000  total 812.3  clip 2.41  mse 0.81 ...  1650 img/s  ETA 4m12s" on stderr.
@@ -135,10 +163,11 @@ class ProgressLine {
     const Stage1Losses& l = r.losses;
     std::fprintf(stderr,
                  "step %lld/%lld  total %.4g  contrastive %.4g  mse %.4g  entropy %.4g  commit %.4g  "
-                 "i2t %.2f%s  |g| %.3g  %.0f img/s  ETA %dm%02ds%s\n",
+                 "i2t %.2f%s%s  |g| %.3g  %.0f img/s  ETA %dm%02ds%s\n",
                  static_cast<long long>(r.step), static_cast<long long>(last_), l.total, l.contrastive, l.mse,
                  l.entropy_penalty, l.commitment, l.image_to_text_accuracy,
-                 l.perceptual != 0.0 ? ("  lpips " + std::to_string(l.perceptual)).c_str() : "", r.grad_norm,
+                 l.perceptual != 0.0 ? ("  lpips " + std::to_string(l.perceptual)).c_str() : "",
+                 r.gan ? gan_text(r).c_str() : "", r.grad_norm,
                  secs > 0 ? static_cast<double>(images_done) / secs : 0.0, static_cast<int>(eta) / 60,
                  static_cast<int>(eta) % 60, r.applied ? "" : "  (skipped: non-finite)");
   }

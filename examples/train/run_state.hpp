@@ -47,11 +47,11 @@ inline void check_resume_settings(const std::string& dir, const std::map<std::st
 
 /// Writes `dir` (config.json, model.safetensors, preprocessor_config.json, the CLIP vocabulary,
 /// training_state.safetensors with `settings` and `extra` (state that is not a flag) in its
-/// metadata) for the state after `step` steps.
+/// metadata, and `more_files`: the discriminator's in stage 2) for the state after `step` steps.
 inline void save_run(const std::string& dir, const std::string& vocab_gz, const char* config_name,
                      const QlipConfig& structure, const QlipRuntimeConfig& rt, train::ParameterStore& store,
                      train::Optimizer& opt, const TrainData& data, std::uint64_t seed, const RunSettings& settings,
-                     const RunSettings& extra = {}) {
+                     const RunSettings& extra = {}, std::vector<train::GeneratedFile> more_files = {}) {
   train::CheckpointContents c;
   c.config = train::config_json_from(structure, rt);
   c.structure = structure;
@@ -73,6 +73,7 @@ inline void save_run(const std::string& dir, const std::string& vocab_gz, const 
   std::map<std::string, std::string> user(settings.begin(), settings.end());
   user.insert(extra.begin(), extra.end());
   c.generated_files.push_back(train::train_state_file(config_name, opt, progress, user));
+  for (train::GeneratedFile& f : more_files) c.generated_files.push_back(std::move(f));
   train::write_checkpoint(dir, store, c);
 }
 

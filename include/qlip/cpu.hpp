@@ -11,6 +11,7 @@
 #include "qlip/cpu/conv2d.hpp"
 #include "qlip/cpu/copy.hpp"
 #include "qlip/cpu/embedding.hpp"
+#include "qlip/cpu/gan.hpp"
 #include "qlip/cpu/encoder_layer.hpp"
 #include "qlip/cpu/gemm.hpp"
 #include "qlip/cpu/l2_norm.hpp"

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -56,6 +57,21 @@ class TrainCliTest : public CliTest {
       out << '\n';
     }
     return out.str();
+  }
+  /// The CSV's rows after the header, each cell as a number ("nan" reads as NaN).
+  static std::vector<std::vector<double>> numbers(const std::string& csv) {
+    std::stringstream in(read_text(csv));
+    std::string line;
+    std::getline(in, line);
+    std::vector<std::vector<double>> out;
+    while (std::getline(in, line)) {
+      std::vector<double> v;
+      std::stringstream ss(line);
+      std::string c;
+      while (std::getline(ss, c, ',')) v.push_back(std::strtod(c.c_str(), nullptr));
+      out.push_back(std::move(v));
+    }
+    return out;
   }
   static int rows(const std::string& csv) {
     std::stringstream in(read_text(csv));
@@ -226,6 +242,57 @@ TEST_F(TrainCliTest, StageTwoFreezesTheEncoderAndTrainsTheQuantizerAndDecoder) {
     EXPECT_EQ(bad.code, 1) << bad;
     EXPECT_NE(bad.err.find("no tensor 'net.slice1.0.weight'"), std::string::npos) << bad.err;
   }
+}
+
+// Stage 2's GAN loss: the discriminator trains beside the decoder (R1 on its schedule), is saved in
+// the checkpoint folder with its optimiser state, and a stopped run resumes to the uninterrupted
+// run's bits, the discriminator's included.
+TEST_F(TrainCliTest, StageTwoWithTheGanResumesExactlyDiscriminatorIncluded) {
+  const std::string s1 = out("gan_stage1"), straight = out("gan_straight"), stopped = out("gan_stopped");
+  ASSERT_EQ(train(train_args(s1, 2)).code, 0);
+  const std::string args = " --stage 2 --alpha-gan 0.5 --r1-every 2 --lr-disc 1e-3 --init " + q(s1 + "/checkpoint");
+  const RunResult r = train(train_args(straight, 4) + args);
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_NE(r.err.find("GAN loss from step 0: alpha_g 0.5, discriminator 84673 parameters, R1 gamma 10 every 2"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("L_G "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("R1 "), std::string::npos) << r.err;
+  for (const char* f : {"discriminator.safetensors", "discriminator_state.safetensors"})
+    EXPECT_TRUE(fs::exists(straight + "/checkpoint/" + f)) << f;
+  const SafetensorsFile d = SafetensorsFile::open(straight + "/checkpoint/discriminator.safetensors");
+  EXPECT_TRUE(d.contains("b32.fromrgb.weight") && d.contains("b4.out.bias"));
+  // The CSV has the GAN columns: L_G and L_D near ln 2 for a fresh discriminator, R1 on steps 1 and 3.
+  const std::vector<std::vector<double>> log = numbers(straight + "/log.csv");
+  ASSERT_EQ(log.size(), 4u);
+  for (std::size_t i = 0; i < log.size(); ++i) {
+    ASSERT_GE(log[i].size(), 21u);
+    EXPECT_NEAR(log[i][15], std::log(2.0), 0.5) << "L_G, step " << i + 1;
+    EXPECT_NEAR(log[i][16], std::log(2.0), 0.5) << "L_D, step " << i + 1;
+    EXPECT_EQ(std::isnan(log[i][17]), i % 2 == 1) << "R1 on discriminator steps 0, 2, ...: step " << i + 1;
+  }
+
+  ASSERT_EQ(train(train_args(stopped, 4) + args + " --max-minutes 1e-9").code, 0);
+  const RunResult resumed = train(train_args(stopped, 4) + args + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed;
+  EXPECT_EQ(curve(stopped + "/log.csv"), curve(straight + "/log.csv"));
+  for (const char* f : {"model.safetensors", "discriminator.safetensors"})
+    EXPECT_EQ(read_text(stopped + "/checkpoint/" + f), read_text(straight + "/checkpoint/" + f)) << f;
+
+  // --alpha-gan 0: no discriminator; GAN flags in stage 1 and a batch the minibatch-std groups do not
+  // divide are refused in one line.
+  ASSERT_EQ(train(train_args(out("gan_off"), 2) + " --stage 2 --alpha-gan 0 --init " + q(s1 + "/checkpoint")).code, 0);
+  EXPECT_FALSE(fs::exists(out("gan_off") + "/checkpoint/discriminator.safetensors"));
+  RunResult bad = train(train_args(out("gan_s1"), 2) + " --alpha-gan 0.1");
+  EXPECT_EQ(bad.code, 1) << bad;
+  EXPECT_NE(bad.err.find("--alpha-gan belongs to stage 2's GAN loss"), std::string::npos) << bad.err;
+  std::string b6 = train_args(out("gan_b6"), 2) + args;
+  b6.replace(b6.find("--batch 4"), 9, "--batch 6");
+  bad = train(b6);
+  EXPECT_EQ(bad.code, 1) << bad;
+  EXPECT_NE(bad.err.find("a batch of 6 is not a multiple of the minibatch-std group size 4"), std::string::npos)
+      << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
 }
 
 TEST_F(TrainCliTest, BadInputGivesOneLine) {

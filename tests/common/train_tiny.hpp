@@ -5,7 +5,10 @@
 
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "qlip/model/config.hpp"
+#include "qlip/reference/bsq_loss.hpp"
 
 namespace qlip {
 
@@ -28,6 +31,19 @@ namespace test {
 /// A file or folder under tests/data/train/.
 inline std::string train_data(const std::string& p) {
   return std::string(QLIP_TEST_DATA_DIR) + "/train/" + p;
+}
+
+/// The BSQ loss settings of a PyTorch fixture's "hyperparameters" (tools/qlip_train_reference.py).
+inline BsqLossConfig bsq_config_from(const nlohmann::json& hp) {
+  BsqLossConfig bsq;
+  bsq.inv_temperature = hp.at("inv_temperature").get<double>();
+  bsq.group_size = hp.at("group_size").get<int>();
+  bsq.gamma0 = hp.at("gamma_0").get<double>();
+  bsq.gamma1 = hp.at("gamma_1").get<double>();
+  bsq.beta = hp.at("beta").get<double>();
+  bsq.mode = hp.at("persample_entropy_compute").get<std::string>() == "group" ? BsqEntropyMode::group
+                                                                             : BsqEntropyMode::analytical;
+  return bsq;
 }
 }  // namespace test
 

@@ -30,10 +30,11 @@ struct ConvCase {
   bool bias;
 };
 // 3×3 same padding (VGG), 3×3 stride 2 (the discriminator's down-sampling conv), 1×1 (skip and
-// LPIPS heads), 4×4 with odd input (StyleGAN2's blur kernel size), rectangular images.
+// LPIPS heads), 4×4 with odd input (StyleGAN2's blur kernel size), rectangular images, padding
+// wider than the kernel's reach (whole output rows and columns of zeros).
 constexpr ConvCase kConvCases[] = {{2, 3, 5, 5, 4, 3, {1, 1}, true},  {1, 2, 7, 6, 3, 3, {2, 1}, true},
                                    {2, 4, 3, 4, 5, 1, {1, 0}, false}, {1, 2, 7, 7, 2, 4, {2, 1}, true},
-                                   {3, 1, 4, 6, 2, 3, {1, 0}, false}};
+                                   {3, 1, 4, 6, 2, 3, {1, 0}, false}, {2, 2, 3, 5, 3, 3, {2, 2}, true}};
 
 Extents<4> conv_out(const ConvCase& c) {
   return {c.b, c.co, detail::conv_output_extent(c.h, c.k, c.g), detail::conv_output_extent(c.w, c.k, c.g)};

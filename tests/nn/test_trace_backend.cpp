@@ -19,6 +19,7 @@
 #include "common/train_tiny.hpp"
 #include "qlip/model/lpips_weights.hpp"
 #include "qlip/model/qlip_trainable.hpp"
+#include "qlip/nn/discriminator.hpp"
 #include "qlip/nn/lpips.hpp"
 #include "qlip/nn/block_stack.hpp"
 #include "qlip/nn/bsq_bottleneck.hpp"
@@ -298,6 +299,48 @@ TEST(TraceBackend, QlipTrainableStage2StepWithLpips) {
   EXPECT_EQ(trace.cost("max_pool2x2").calls, 2 * 4);
   EXPECT_EQ(trace.cost("lpips_layer_distance").calls, Net::kTaps);
   EXPECT_EQ(trace.cost("channel_normalize_backward").calls, Net::kTaps);
+}
+
+// The StyleGAN2 discriminator (nn/discriminator.hpp): a forward counts every layer's convolution
+// (multiply-adds from the config by hand), a backward one conv2d_backward per layer with dx and dw,
+// and R1 the forward-over-reverse passes (one backward, one tangent forward, two tangent backwards
+// per layer) with the minibatch statistic's tangent ops once each.
+TEST(TraceBackend, DiscriminatorForwardBackwardAndR1) {
+  constexpr nn::DiscriminatorConfig kD{16, 3, 64, 8, 2};  // widths 4 at 16², 8 at 8² and 4²
+  static_assert(kD.channels(16) == 4 && kD.channels(8) == 8 && kD.channels(4) == 8);
+  OpTrace trace;
+  nn::Discriminator<kD, trace_backend> d(trace_backend{&trace});
+  BoundParameters params(d);
+  d.prepare(kBatch);
+  Tensor<float, 4> x({kBatch, 3, 16, 16}), dx(x.shape());
+  Tensor<float, 1> logits({kBatch}), dlogits({kBatch});
+  d.forward(x.view(), logits.view());
+
+  const auto ch = [&](std::int64_t r) { return kD.channels(r); };
+  std::int64_t macs = 3 * ch(16) * 16 * 16;  // fromrgb
+  for (std::int64_t r = 16; r > 4; r /= 2)
+    macs += ch(r) * ch(r) * 9 * r * r + ch(r / 2) * ch(r) * 9 * (r / 2) * (r / 2) + ch(r / 2) * ch(r) * (r / 2) * (r / 2);
+  macs += (ch(4) + 1) * ch(4) * 9 * 16 + ch(4) * 16 * ch(4) + ch(4);  // epilogue conv, fc, out
+  const std::int64_t layers = 1 + 3 * kD.blocks() + 3;
+  EXPECT_EQ(trace.cost("conv2d").calls, layers);
+  EXPECT_EQ(trace.cost("conv2d").flops, 2 * kBatch * macs);
+  EXPECT_EQ(trace.cost("blur2d").calls, 2 * kD.blocks());
+  EXPECT_EQ(trace.cost("minibatch_std").calls, 1);
+
+  trace.clear();
+  d.backward(HostView<const float, 1>(dlogits.view()), dx.view(), 1.0);
+  EXPECT_EQ(trace.cost("conv2d_backward").calls, layers);
+  EXPECT_EQ(trace.cost("conv2d_backward").flops, 2 * 2 * kBatch * macs);  // dx and dw of every layer
+  EXPECT_EQ(trace.cost("blur2d_backward").calls, 2 * kD.blocks());
+  EXPECT_EQ(trace.cost("minibatch_std_backward").calls, 1);
+
+  trace.clear();
+  (void)d.r1(5.0);
+  EXPECT_EQ(trace.cost("conv2d").calls, layers);               // the tangent forward
+  EXPECT_EQ(trace.cost("conv2d_backward").calls, 3 * layers);  // ∇ₓ, then two per layer for its tangent
+  EXPECT_EQ(trace.cost("minibatch_std_tangent").calls, 1);
+  EXPECT_EQ(trace.cost("minibatch_std_backward_tangent").calls, 1);
+  EXPECT_GT(trace.cost("axpy").calls, 0);
 }
 
 TEST(TraceBackend, AnOpWithoutATraceIsAnError) {

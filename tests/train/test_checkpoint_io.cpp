@@ -385,6 +385,16 @@ TEST(CheckpointIo, InterruptedWriteLeavesThePreviousCheckpoint) {
   expect_source_values(out);
   contents.generated_files.clear();
 
+  // Two generated files of one name: refused before anything is written.
+  for (int i = 0; i < 2; ++i)
+    contents.generated_files.push_back(
+        {"state.safetensors", [](const std::string& path) { qlip::detail::write_file_atomic(path, "x", 1); }});
+  test::expect_error_naming([&] { train::write_checkpoint(out, rig->store, contents); },
+                            "two generated files are named 'state.safetensors'");
+  EXPECT_TRUE(leftovers(out).empty());
+  expect_source_values(out);
+  contents.generated_files.clear();
+
   // A failure injected before every step, the swap between the two renames included.
   for (const std::string at :
        {"model.safetensors", "config.json", "preprocessor_config.json", "verify", "commit", "swap"}) {

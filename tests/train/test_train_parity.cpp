@@ -68,14 +68,7 @@ void run_parity(const std::string& optimizer) {
   const Checkpoint ck = open_checkpoint(data("train-tiny"));
   ASSERT_EQ(ck.structure, TrainTinyQlip::config) << "the fixture checkpoint does not have the compiled structure";
 
-  BsqLossConfig bsq;
-  bsq.inv_temperature = hp.at("inv_temperature").get<double>();
-  bsq.group_size = hp.at("group_size").get<int>();
-  bsq.gamma0 = hp.at("gamma_0").get<double>();
-  bsq.gamma1 = hp.at("gamma_1").get<double>();
-  bsq.beta = hp.at("beta").get<double>();
-  bsq.mode = hp.at("persample_entropy_compute").get<std::string>() == "group" ? BsqEntropyMode::group
-                                                                             : BsqEntropyMode::analytical;
+  const BsqLossConfig bsq = test::bsq_config_from(hp);
   const Stage1Weights w{hp.at("alpha_a").get<double>(), hp.at("alpha_r").get<double>(), hp.at("alpha_q").get<double>(),
                         hp.at("alpha_z").get<double>()};
   QlipTrainable<TrainTinyQlip, cpu_backend> model(ck.runtime, bsq);

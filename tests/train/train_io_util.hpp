@@ -96,14 +96,7 @@ struct TrainTinyRig {
   /// Registers, freezes and binds; the values stay zero (load them with train::load_checkpoint).
   explicit TrainTinyRig(const QlipRuntimeConfig& rt) {
     const nlohmann::json& hp = lamb_hyperparameters();
-    BsqLossConfig bsq;
-    bsq.inv_temperature = hp.at("inv_temperature").get<double>();
-    bsq.group_size = hp.at("group_size").get<int>();
-    bsq.gamma0 = hp.at("gamma_0").get<double>();
-    bsq.gamma1 = hp.at("gamma_1").get<double>();
-    bsq.beta = hp.at("beta").get<double>();
-    bsq.mode = hp.at("persample_entropy_compute").get<std::string>() == "group" ? BsqEntropyMode::group
-                                                                                : BsqEntropyMode::analytical;
+    const BsqLossConfig bsq = test::bsq_config_from(hp);
     weights = {hp.at("alpha_a").get<double>(), hp.at("alpha_r").get<double>(), hp.at("alpha_q").get<double>(),
                hp.at("alpha_z").get<double>()};
     model = std::make_unique<Model>(rt, bsq);

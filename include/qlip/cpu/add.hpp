@@ -1,5 +1,5 @@
 /// @file add.hpp
-/// @brief CPU y += x (formula as reference/add.hpp): OpenMP over rows for large tensors.
+/// @brief CPU y += x and y += a·x (formulas as reference/add.hpp): OpenMP over rows for large tensors.
 #pragma once
 
 #include "qlip/cpu/build_check.hpp"
@@ -28,6 +28,18 @@ inline void add_inplace(cpu_backend, HostView<const float, 2> x, HostView<float,
       for (std::int64_t j = 0; j < n; ++j) yr[j * y.stride(1)] += xr[j * x.stride(1)];
     }
   }
+}
+
+/// y += a·x (reference::axpy: in double, rounded once, so bit-identical). y must not overlap x.
+inline void axpy(cpu_backend, double a, HostView<const float, 2> x, HostView<float, 2> y) {
+  detail::check_add_args(x, y);
+  const std::int64_t m = x.size(0), n = x.size(1);
+#pragma omp parallel for schedule(static) if (m * n >= 65536)
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      float& yv = y.data()[i * y.stride(0) + j * y.stride(1)];
+      yv = static_cast<float>(static_cast<double>(yv) + a * static_cast<double>(x.data()[i * x.stride(0) + j * x.stride(1)]));
+    }
 }
 
 }  // namespace qlip::ops

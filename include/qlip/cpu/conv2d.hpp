@@ -48,13 +48,28 @@ inline ConvPlan conv_plan(const Extents<4>& x, const Extents<4>& w, const Conv2d
   return {x[0], x[1], x[2], x[3], w[0], w[2], w[3], conv_output_extent(x[2], w[2], g), conv_output_extent(x[3], w[3], g)};
 }
 
-/// Fills col [K, Ho·Wo] (row-major) from image b of x.
+/// The output columns j whose input column j·stride + v − pad lies inside [0, w): [lo, hi).
+struct ColumnRange {
+  std::int64_t lo, hi;
+};
+inline ColumnRange valid_columns(std::int64_t v, std::int64_t w, std::int64_t wo, const Conv2dGeometry& g) {
+  const std::int64_t first = g.pad - v, last = w - 1 + g.pad - v;  // bounds of j·stride
+  const std::int64_t lo = first > 0 ? (first + g.stride - 1) / g.stride : 0;
+  const std::int64_t hi = last < 0 ? 0 : std::min(wo, last / g.stride + 1);
+  return {std::min(lo, hi), hi};
+}
+
+/// Fills col [K, Ho·Wo] (row-major) from image b of x (any strides). Per kernel tap, the in-range
+/// columns of a row are found once, so the inner loop is a plain (for stride 1: contiguous) copy.
 inline void im2col(const HostView<const float, 4>& x, std::int64_t b, const ConvPlan& p, const Conv2dGeometry& g,
                    float* col) {
+  const float* xb = x.data() + b * x.stride(0);
+  const std::int64_t sc = x.stride(1), sr = x.stride(2), ss = x.stride(3);
   for (std::int64_t c = 0; c < p.ci; ++c)
     for (std::int64_t u = 0; u < p.kh; ++u)
       for (std::int64_t v = 0; v < p.kw; ++v) {
         float* row = col + ((c * p.kh + u) * p.kw + v) * p.pixels();
+        const ColumnRange cols = valid_columns(v, p.w, p.wo, g);
         for (std::int64_t i = 0; i < p.ho; ++i) {
           const std::int64_t r = i * g.stride + u - g.pad;
           float* out = row + i * p.wo;
@@ -62,31 +77,40 @@ inline void im2col(const HostView<const float, 4>& x, std::int64_t b, const Conv
             std::fill(out, out + p.wo, 0.0f);
             continue;
           }
-          for (std::int64_t j = 0; j < p.wo; ++j) {
-            const std::int64_t s = j * g.stride + v - g.pad;
-            out[j] = (s >= 0 && s < p.w) ? x(b, c, r, s) : 0.0f;
+          std::fill(out, out + cols.lo, 0.0f);
+          std::fill(out + cols.hi, out + p.wo, 0.0f);
+          if (cols.hi <= cols.lo) continue;
+          // Column j reads input column s = j·stride + v − pad.
+          const float* src = xb + c * sc + r * sr + (cols.lo * g.stride + v - g.pad) * ss;
+          if (g.stride == 1 && ss == 1) {
+            std::copy(src, src + (cols.hi - cols.lo), out + cols.lo);
+          } else {
+            const std::int64_t step = g.stride * ss;
+            for (std::int64_t j = 0; j < cols.hi - cols.lo; ++j) out[cols.lo + j] = src[j * step];
           }
         }
       }
 }
 
-/// dx[b] = col2im(dcol): every column entry added back to the pixel it was read from (=).
+/// dx[b] = col2im(dcol): every column entry added back to the pixel it was read from (=). dx's H, W
+/// are contiguous (the caller checks).
 inline void col2im(const float* dcol, std::int64_t b, const ConvPlan& p, const Conv2dGeometry& g,
                    const HostView<float, 4>& dx) {
-  for (std::int64_t c = 0; c < p.ci; ++c)
-    for (std::int64_t r = 0; r < p.h; ++r)
-      for (std::int64_t s = 0; s < p.w; ++s) dx(b, c, r, s) = 0.0f;
+  float* xb = dx.data() + b * dx.stride(0);
+  const std::int64_t sc = dx.stride(1);
+  for (std::int64_t c = 0; c < p.ci; ++c) std::fill(xb + c * sc, xb + c * sc + p.h * p.w, 0.0f);
   for (std::int64_t c = 0; c < p.ci; ++c)
     for (std::int64_t u = 0; u < p.kh; ++u)
       for (std::int64_t v = 0; v < p.kw; ++v) {
         const float* row = dcol + ((c * p.kh + u) * p.kw + v) * p.pixels();
+        const ColumnRange cols = valid_columns(v, p.w, p.wo, g);
         for (std::int64_t i = 0; i < p.ho; ++i) {
           const std::int64_t r = i * g.stride + u - g.pad;
           if (r < 0 || r >= p.h) continue;
-          for (std::int64_t j = 0; j < p.wo; ++j) {
-            const std::int64_t s = j * g.stride + v - g.pad;
-            if (s >= 0 && s < p.w) dx(b, c, r, s) += row[i * p.wo + j];
-          }
+          if (cols.hi <= cols.lo) continue;
+          float* dst = xb + c * sc + r * p.w + (cols.lo * g.stride + v - g.pad);  // column j adds to s = j·stride + v − pad
+          const float* in = row + i * p.wo + cols.lo;
+          for (std::int64_t j = 0; j < cols.hi - cols.lo; ++j) dst[j * g.stride] += in[j];
         }
       }
 }
@@ -185,12 +209,19 @@ inline void conv2d_backward(cpu_backend, Arena& ws, HostView<const float, 4> x, 
     }
   }
   if (!db.empty())
+#pragma omp parallel for schedule(static) if (dy.numel() >= 65536)
     for (std::int64_t o = 0; o < p.co; ++o) {
-      double acc = 0.0;
+      // Eight interleaved double partial sums: one chain of dependent adds would be latency-bound.
+      double lane[8] = {};
       for (std::int64_t b = 0; b < p.batch; ++b) {
         const float* row = dy.data() + b * dy.stride(0) + o * dy.stride(1);
-        for (std::int64_t j = 0; j < p.pixels(); ++j) acc += static_cast<double>(row[j]);
+        std::int64_t j = 0;
+        for (; j + 8 <= p.pixels(); j += 8)
+          for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(row[j + l]);
+        for (; j < p.pixels(); ++j) lane[j % 8] += static_cast<double>(row[j]);
       }
+      double acc = 0.0;
+      for (double v : lane) acc += v;
       db(o) += static_cast<float>(acc);
     }
 }

@@ -14,8 +14,10 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "qlip/core/allocator.hpp"
@@ -38,7 +40,7 @@ struct Stage1Weights {
 };
 
 /// Stage-2 loss weights (MODEL.md §4.2, Table 8): α_r = 1, α_p = 0.1, α_q = 1, α_z = 0 (the GAN term's
-/// α_g = 0.1 belongs to the discriminator, which is not part of this class).
+/// α_g = 0.1 is the adversary's, train/adversary.hpp, which owns the discriminator).
 struct Stage2Weights {
   double reconstruction = 1.0;   ///< α_r (pixel MSE)
   double perceptual = 0.1;       ///< α_p (LPIPS; 0 without a perceptual network)
@@ -52,6 +54,7 @@ struct Stage1Losses {
   double total = 0.0;
   double contrastive = 0.0;
   double perceptual = 0.0;       ///< LPIPS (stage 2)
+  double adversarial = 0.0;      ///< the generator's GAN loss L_G (stage 2, unweighted)
   double mse = 0.0;
   double entropy_penalty = 0.0;  ///< (γ0·H_ps − γ1·H_cb) / T
   double per_sample_entropy = 0.0;
@@ -194,8 +197,11 @@ class QlipTrainable {
   /// decoder get the gradients of α_r·MSE + α_p·LPIPS + α_q·penalty/T + α_z·commitment (+=).
   /// @param perceptual an nn::Lpips prepared for this batch whose input affine maps the model's
   ///        CLIP-normalised pixels to its [−1, 1] input, or nullptr (then α_p must be 0)
-  template <class Perceptual>
-  Stage1Losses forward_backward_stage2(CView<4> pixels, const Stage2Weights& w, Perceptual* perceptual) {
+  /// @param adversary  a train::Adversary prepared for this batch (its generator term α_g·L_G is added;
+  ///        the discriminator's own step is the caller's, after the optimiser's), or nullptr
+  template <class Perceptual, class Adversarial = std::nullptr_t>
+  Stage1Losses forward_backward_stage2(CView<4> pixels, const Stage2Weights& w, Perceptual* perceptual,
+                                       Adversarial* adversary = nullptr) {
     QLIP_CHECK(pixels.size(0) == batch_, "stage 2: batch of ", pixels.size(0), " images, but buffers were prepared for ",
                batch_);
     QLIP_CHECK(perceptual != nullptr || w.perceptual == 0.0,
@@ -215,6 +221,12 @@ class QlipTrainable {
     if (perceptual != nullptr && w.perceptual != 0.0) {
       perceptual->backward(w.perceptual, dpercept_.view());
       add_inplace(be_, CView<2>(pixel_rows(dpercept_.view())), pixel_rows(drecon_.view()));
+    }
+    if constexpr (!std::is_same_v<Adversarial, std::nullptr_t>) {
+      if (adversary != nullptr) {
+        out.adversarial = adversary->generator_gradient(CView<4>(recon_.view()), drecon_.view());
+        out.total += adversary->options().weight * out.adversarial;
+      }
     }
     decoder.backward(arena_, drecon_.view(), dzhat_.view(), decoder_saved_.data(), size(decoder_saved_),
                      decoder_work_.data(), size(decoder_work_), a.decoder);

@@ -25,6 +25,7 @@
 #include "qlip/reference/conv2d.hpp"
 #include "qlip/reference/copy.hpp"
 #include "qlip/reference/embedding.hpp"
+#include "qlip/reference/gan.hpp"
 #include "qlip/reference/encoder_layer.hpp"
 #include "qlip/reference/gemm.hpp"
 #include "qlip/reference/l2_norm.hpp"
@@ -172,6 +173,35 @@ void lpips_layer_distance_backward(ref<T>, HostArg<const T, 4> f0, HostArg<const
   reference::lpips_layer_distance_backward<T>(f0, f1, lin, dd, df0, df1);
 }
 
+// ---- the discriminator's blur and minibatch statistic ----
+template <class T>
+void blur2d(ref<T>, HostArg<const T, 4> x, HostArg<T, 4> y, BlurGeometry g) {
+  reference::blur2d<T>(x, y, g);
+}
+template <class T>
+void blur2d_backward(ref<T>, HostArg<const T, 4> dy, HostArg<T, 4> dx, BlurGeometry g) {
+  reference::blur2d_backward<T>(dy, dx, g);
+}
+template <class T>
+void minibatch_std(ref<T>, HostArg<const T, 4> x, HostArg<T, 4> y, std::int64_t group) {
+  reference::minibatch_std<T>(x, y, group);
+}
+template <class T>
+void minibatch_std_backward(ref<T>, HostArg<const T, 4> x, HostArg<const T, 4> dy, HostArg<T, 4> dx,
+                            std::int64_t group) {
+  reference::minibatch_std_backward<T>(x, dy, dx, group);
+}
+template <class T>
+void minibatch_std_tangent(ref<T>, HostArg<const T, 4> x, HostArg<const T, 4> xdot, HostArg<T, 4> ydot,
+                           std::int64_t group) {
+  reference::minibatch_std_tangent<T>(x, xdot, ydot, group);
+}
+template <class T>
+void minibatch_std_backward_tangent(ref<T>, HostArg<const T, 4> x, HostArg<const T, 4> xdot, HostArg<const T, 4> dy,
+                                    HostArg<const T, 4> dydot, HostArg<T, 4> dxdot, std::int64_t group) {
+  reference::minibatch_std_backward_tangent<T>(x, xdot, dy, dydot, dxdot, group);
+}
+
 // ---- attention and RoPE ----
 template <class T>
 void attention(ref<T>, Arena&, HostArg<const T, 4> q, HostArg<const T, 4> k, HostArg<const T, 4> v, HostArg<T, 4> out,
@@ -236,6 +266,10 @@ void add_rows_broadcast_backward(ref<T>, HostArg<const T, 3> dx, HostArg<T, 2> d
 template <class T>
 void add_inplace(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y) {
   reference::add_inplace<T>(x, y);
+}
+template <class T>
+void axpy(ref<T>, double a, HostArg<const T, 2> x, HostArg<T, 2> y) {
+  reference::axpy<T>(a, x, y);
 }
 // Rank and constness of x are deduced from the views; the element type must be the backend's.
 template <class T, class U, int R>

@@ -238,6 +238,41 @@ inline void max_pool2x2_backward(trace_backend be, HostView<const float, 4> x, H
   check_shape(dx, x.shape(), "max_pool2x2_backward: dx");
   detail::trace::record(be, "max_pool2x2_backward", 0, detail::trace::bytes_of(x, dy, dx));
 }
+// ---- the discriminator's blur (16 multiply-adds per output, counted as element-wise: 0) and
+// minibatch statistic; their forward-mode tangents as their own ops ----
+inline void blur2d(trace_backend be, HostView<const float, 4> x, HostView<float, 4> y, BlurGeometry g) {
+  detail::check_blur2d_args(x.shape(), y.shape(), g, "blur2d");
+  detail::trace::record(be, "blur2d", 0, detail::trace::bytes_of(x, y));
+}
+inline void blur2d_backward(trace_backend be, HostView<const float, 4> dy, HostView<float, 4> dx, BlurGeometry g) {
+  detail::check_blur2d_args(dx.shape(), dy.shape(), g, "blur2d_backward");
+  detail::trace::record(be, "blur2d_backward", 0, detail::trace::bytes_of(dy, dx));
+}
+inline void minibatch_std(trace_backend be, HostView<const float, 4> x, HostView<float, 4> y, std::int64_t group) {
+  (void)detail::check_minibatch_std_args(x.shape(), y.shape(), group, "minibatch_std");
+  detail::trace::record(be, "minibatch_std", 0, detail::trace::bytes_of(x, y));
+}
+inline void minibatch_std_backward(trace_backend be, HostView<const float, 4> x, HostView<const float, 4> dy,
+                                   HostView<float, 4> dx, std::int64_t group) {
+  (void)detail::check_minibatch_std_args(x.shape(), dy.shape(), group, "minibatch_std_backward");
+  check_shape(dx, x.shape(), "minibatch_std_backward: dx");
+  detail::trace::record(be, "minibatch_std_backward", 0, detail::trace::bytes_of(x, dy, dx));
+}
+inline void minibatch_std_tangent(trace_backend be, HostView<const float, 4> x, HostView<const float, 4> xdot,
+                                  HostView<float, 4> ydot, std::int64_t group) {
+  (void)detail::check_minibatch_std_args(x.shape(), ydot.shape(), group, "minibatch_std_tangent");
+  check_shape(xdot, x.shape(), "minibatch_std_tangent: xdot");
+  detail::trace::record(be, "minibatch_std_tangent", 0, detail::trace::bytes_of(x, xdot, ydot));
+}
+inline void minibatch_std_backward_tangent(trace_backend be, HostView<const float, 4> x, HostView<const float, 4> xdot,
+                                           HostView<const float, 4> dy, HostView<const float, 4> dydot,
+                                           HostView<float, 4> dxdot, std::int64_t group) {
+  (void)detail::check_minibatch_std_args(x.shape(), dy.shape(), group, "minibatch_std_backward_tangent");
+  check_shape(xdot, x.shape(), "minibatch_std_backward_tangent: xdot");
+  check_shape(dydot, dy.shape(), "minibatch_std_backward_tangent: dydot");
+  check_shape(dxdot, x.shape(), "minibatch_std_backward_tangent: dxdot");
+  detail::trace::record(be, "minibatch_std_backward_tangent", 0, detail::trace::bytes_of(x, xdot, dy, dydot, dxdot));
+}
 inline void channel_affine(trace_backend be, HostView<const float, 4> x, HostView<const float, 1> a,
                            HostView<const float, 1> t, HostView<float, 4> y) {
   detail::check_channel_affine_args(x, a, t, y.shape(), "channel_affine");
@@ -354,6 +389,10 @@ inline void add_rows_broadcast_backward(trace_backend be, HostView<const float, 
 inline void add_inplace(trace_backend be, HostView<const float, 2> x, HostView<float, 2> y) {
   detail::check_add_args(x, y);
   detail::trace::record(be, "add_inplace", 0, detail::trace::bytes_of(x, y));
+}
+inline void axpy(trace_backend be, double, HostView<const float, 2> x, HostView<float, 2> y) {
+  detail::check_add_args(x, y);
+  detail::trace::record(be, "axpy", 0, detail::trace::bytes_of(x, y));
 }
 template <class U, int R>
   requires std::is_same_v<std::remove_const_t<U>, float>

@@ -479,6 +479,9 @@ inline void write_checkpoint(const std::string& dir, const ParameterStore& store
     QLIP_CHECK(g.name != "preprocessor_config.json" &&
                    std::none_of(files.begin(), files.end(), [&](const CheckpointFile* f) { return f->name == g.name; }),
                "write_checkpoint: generated file '", g.name, "' is also given as a copied file");
+    QLIP_CHECK(std::count_if(contents.generated_files.begin(), contents.generated_files.end(),
+                             [&](const GeneratedFile& h) { return h.name == g.name; }) == 1,
+               "write_checkpoint: two generated files are named '", g.name, "' (the second would overwrite the first)");
   }
   {
     const std::string where = "write_checkpoint('" + dir + "'): preprocessor_config.json";
