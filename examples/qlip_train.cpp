@@ -5,7 +5,8 @@
 ///        tower dropped, E_v frozen; quantizer MLPs + decoder with MSE + LPIPS + GAN + BSQ losses; AdamW;
 ///        the StyleGAN2 discriminator with R1 and its own AdamW).
 ///
-///   qlip_train --out out/run [--stage 1|2] [--data fashion-mnist | --manifest captions.tsv|DIR]
+///   qlip_train --out out/run [--stage 1|2 | --stages 1,2 [--stage2-steps N]]
+///              [--data fashion-mnist | --manifest captions.tsv|DIR]
 ///              [--lpips LPIPS.safetensors] [--alpha-perceptual P]
 ///              [--alpha-gan G] [--gan-start N] [--r1-gamma γ] [--r1-every K] [--lr-disc LR]
 ///              [--steps N] [--batch B] [--optimizer lamb|adamw] [--warmup W] [--seed S] [--threads T]
@@ -318,14 +319,65 @@ int run(const Options& o) {
   return 0;
 }
 
+/// --stages 1,2: stage 1 into OUT/stage1, then stage 2 from its checkpoint into OUT/stage2. The
+/// flags of one stage apply to it alone (rates, --alpha-recon, --optimizer and the balance to stage
+/// 1; --lpips, --alpha-perceptual and the GAN flags to stage 2, whose rates and α_r are its
+/// recipe's); the others to both, --steps to stage 1 and --stage2-steps to stage 2. With --resume
+/// each stage continues where its own save left it; a complete stage 1 is not run again.
+int run_stages(const Options& o, std::int64_t stage2_steps) {
+  const auto saved_step = [](const Options& s) -> std::int64_t {
+    const std::string state = s.out + "/checkpoint/" + train::kTrainStateFileName;
+    return std::filesystem::exists(state) ? train::read_train_state_info(state).step : -1;
+  };
+  Options s1 = o;
+  s1.stage = 1;
+  s1.out = o.out + "/stage1";
+  s1.lpips.clear();
+  s1.resume = o.resume && saved_step(s1) >= 0;
+  if (s1.resume && saved_step(s1) >= s1.steps) {
+    std::fprintf(stderr, "qlip-train: stage 1 in %s is complete (%lld steps); going on with stage 2\n", s1.out.c_str(),
+                 static_cast<long long>(s1.steps));
+  } else {
+    if (const int rc = run(s1); rc != 0) return rc;
+    if (const std::int64_t done = saved_step(s1); done < s1.steps) {
+      std::fprintf(stderr, "qlip-train: stage 1 stopped at step %lld of %lld; stage 2 waits for it (--resume continues)\n",
+                   static_cast<long long>(done), static_cast<long long>(s1.steps));
+      return 0;
+    }
+  }
+  Options s2 = o;
+  s2.stage = 2;
+  s2.out = o.out + "/stage2";
+  s2.init = s1.out + "/checkpoint";
+  s2.steps = stage2_steps;
+  s2.optimizer.clear();
+  s2.lr_vision = s2.lr_text = s2.lr_decoder = s2.lr_base = -1;  // stage 2's recipe
+  s2.alpha2.reconstruction = 1.0;                                 // the recipe's α_r (Table 8)
+  s2.balance = "fixed";
+  s2.grad_probe_every = 0;
+  s2.resume = o.resume && saved_step(s2) >= 0;
+  std::fprintf(stderr, "qlip-train: stage 2 from %s into %s\n", s2.init.c_str(), s2.out.c_str());
+  return run(s2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"qlip-train: QLIP training on the CPU: stage 1 (contrastive + MSE + BSQ, LAMB) or stage 2 "
                "(E_v frozen; quantizer + decoder with MSE + LPIPS + GAN + BSQ, AdamW)"};
   Options o;
-  app.add_option("--stage", o.stage, "1: everything from scratch or --init; 2: fine-tune the quantizer and decoder of --init")
+  CLI::Option* stage = app.add_option("--stage", o.stage, "1: everything from scratch or --init; 2: fine-tune the quantizer and decoder of --init")
       ->check(CLI::Range(1, 2));
+  std::string stages;
+  std::int64_t stage2_steps = 0;
+  CLI::Option* both = app.add_option("--stages", stages,
+                                     "1,2: stage 1 into OUT/stage1, then stage 2 from its checkpoint into OUT/stage2 "
+                                     "(rate, balance and --alpha-recon flags go to stage 1, LPIPS and GAN flags to stage 2)")
+                          ->check(CLI::IsMember({"1,2"}))
+                          ->excludes(stage);
+  app.add_option("--stage2-steps", stage2_steps, "with --stages 1,2: stage 2's steps (default: --steps)")
+      ->check(CLI::PositiveNumber)
+      ->needs(both);
   app.add_option("--lpips", o.lpips, "stage 2: LPIPS VGG16 weights (tools/make_lpips_weights.py); without: alpha_p = 0");
   app.add_option("--alpha-perceptual", o.alpha2.perceptual, "stage 2: alpha_p, weight of LPIPS (recipe: 0.1)")
       ->check(CLI::NonNegativeNumber);
@@ -382,12 +434,12 @@ int main(int argc, char** argv) {
   }
   if (o.stage == 2) o.alpha2.reconstruction = alpha_recon->count() ? o.alpha.reconstruction : 1.0;  // recipe: 1
   for (const char* flag : {"--alpha-gan", "--gan-start", "--r1-gamma", "--r1-every", "--lr-disc"})
-    if (o.stage == 1 && app.get_option(flag)->count() > 0) {
+    if (o.stage == 1 && stages.empty() && app.get_option(flag)->count() > 0) {
       std::fprintf(stderr, "qlip-train: error: %s belongs to stage 2's GAN loss; add --stage 2\n", flag);
       return 1;
     }
   try {
-    return run(o);
+    return stages.empty() ? run(o) : run_stages(o, stage2_steps > 0 ? stage2_steps : o.steps);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "qlip-train: error: %s\n", qlip::cli::one_line_message(e.what(), false).c_str());

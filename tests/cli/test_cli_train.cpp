@@ -295,6 +295,39 @@ TEST_F(TrainCliTest, StageTwoWithTheGanResumesExactlyDiscriminatorIncluded) {
   EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
 }
 
+// --stages 1,2: stage 1, then stage 2 from its checkpoint (the GAN flags go to stage 2); a run
+// stopped in stage 1 waits with stage 2, and --resume finishes both to the uninterrupted run's bits.
+TEST_F(TrainCliTest, StagesOneTwoRunsBothAndResumesAcrossTheStages) {
+  const std::string straight = out("stages_straight"), stopped = out("stages_stopped");
+  const std::string args = " --stages 1,2 --stage2-steps 3 --alpha-gan 0.5 --r1-every 2";
+  const RunResult r = train(train_args(straight, 2) + args);
+  ASSERT_EQ(r.code, 0) << r;
+  EXPECT_NE(r.err.find("stage 2 from " + straight + "/stage1/checkpoint"), std::string::npos) << r.err;
+  EXPECT_EQ(rows(straight + "/stage1/log.csv"), 2);
+  EXPECT_EQ(rows(straight + "/stage2/log.csv"), 3);
+  EXPECT_TRUE(fs::exists(straight + "/stage2/checkpoint/discriminator.safetensors"));
+  EXPECT_FALSE(fs::exists(straight + "/stage1/checkpoint/discriminator.safetensors"));
+  const nlohmann::json summary = nlohmann::json::parse(read_text(straight + "/stage2/train_summary.json"));
+  EXPECT_EQ(summary.at("stage").get<int>(), 2);
+
+  RunResult s = train(train_args(stopped, 2) + args + " --max-minutes 1e-9");
+  ASSERT_EQ(s.code, 0) << s;
+  EXPECT_NE(s.err.find("stage 1 stopped at step 1 of 2; stage 2 waits for it"), std::string::npos) << s.err;
+  EXPECT_FALSE(fs::exists(stopped + "/stage2"));
+  s = train(train_args(stopped, 2) + args + " --resume");
+  ASSERT_EQ(s.code, 0) << s;
+  EXPECT_EQ(read_text(stopped + "/stage2/checkpoint/model.safetensors"),
+            read_text(straight + "/stage2/checkpoint/model.safetensors"));
+  s = train(train_args(stopped, 2) + args + " --resume");  // both complete: nothing trains again
+  ASSERT_EQ(s.code, 0) << s;
+  EXPECT_NE(s.err.find("stage 1 in " + stopped + "/stage1 is complete"), std::string::npos) << s.err;
+
+  RunResult bad = train(train_args(out("stages_bad"), 2) + " --stages 1,2 --stage 2");
+  EXPECT_EQ(bad.code, 2) << bad;
+  bad = train(train_args(out("stages_bad"), 2) + " --stage2-steps 3");
+  EXPECT_EQ(bad.code, 2) << bad;
+}
+
 TEST_F(TrainCliTest, BadInputGivesOneLine) {
   RunResult r = train(train_args(out("a"), 2) + " --data-dir " + q(path("nowhere")));
   EXPECT_EQ(r.code, 1) << r;
