@@ -19,7 +19,7 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "qlip/core/error.hpp"
@@ -29,6 +29,7 @@
 #include "qlip/model/checkpoint.hpp"
 #include "qlip/nn/discriminator.hpp"
 #include "qlip/nn/gan_loss.hpp"
+#include "qlip/train/clip_grad.hpp"
 #include "qlip/train/optimizer.hpp"
 #include "qlip/train/parameter_store.hpp"
 
@@ -59,17 +60,7 @@ struct DiscriminatorStep {
 /// Parameters of a discriminator laid out in a store (one group, StyleGAN2's names), bound to it.
 template <class Net>
 void bind_discriminator(Net& net, ParameterStore& store) {
-  net.visit_parameters([&](const std::string& name, auto& p) {
-    const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
-    store.add(name, shape, 0, shape.size() >= 2);
-  });
-  store.freeze();
-  net.visit_parameters([&](const std::string& name, auto& p) {
-    constexpr int R = static_cast<int>(std::tuple_size_v<decltype(p.shape)>);
-    const int i = store.index_of(name);
-    p.value = store.template view<R>(i);
-    p.grad = store.template grad_view<R>(i);
-  });
+  bind_parameters(net, store, [](const std::string&, std::size_t rank) { return std::pair{0, rank >= 2}; });
 }
 
 /// StyleGAN2's initialisation: every weight N(0, 1) (the equalised learning rate scales it at use),
@@ -175,10 +166,8 @@ class Adversary {
       total += w * out.r1;
     }
     ++d_steps_;
-    double sq = 0.0;
-    for (std::int64_t i = 0; i < store.grads().size(0); ++i) sq += static_cast<double>(store.grads()(i)) * store.grads()(i);
-    out.grad_norm = std::sqrt(sq);
-    out.applied = std::isfinite(total) && std::isfinite(sq);
+    out.grad_norm = grad_norm(store);
+    out.applied = std::isfinite(total) && std::isfinite(out.grad_norm);
     if (out.applied) (void)opt_->step();
     return out;
   }

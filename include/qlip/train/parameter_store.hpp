@@ -30,6 +30,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -251,5 +252,23 @@ class ParameterStore {
   AlignedBuffer<float> values_;
   AlignedBuffer<float> grads_;
 };
+
+/// Registers every parameter of `module` in `store` (visit order), freezes the store and binds the
+/// module's parameters to it. place(name, rank) gives the parameter's {group, weight decay}.
+template <class Module, class Place>
+void bind_parameters(Module& module, ParameterStore& store, Place&& place) {
+  module.visit_parameters([&](const std::string& name, auto& p) {
+    const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
+    const auto [group, decay] = place(name, shape.size());
+    store.add(name, shape, group, decay);
+  });
+  store.freeze();
+  module.visit_parameters([&](const std::string& name, auto& p) {
+    constexpr int R = static_cast<int>(std::tuple_size_v<decltype(p.shape)>);
+    const int i = store.index_of(name);
+    p.value = store.template view<R>(i);
+    p.grad = store.template grad_view<R>(i);
+  });
+}
 
 }  // namespace qlip::train

@@ -44,16 +44,8 @@ inline BsqLossConfig scratch_bsq() {
 /// freezes the store and binds the model's parameters to it.
 template <class Model>
 void bind_to_store(Model& model, ParameterStore& store) {
-  model.visit_parameters([&](const std::string& name, auto& p) {
-    const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
-    store.add(name, shape, qlip_group_of(name), !default_no_decay(name, shape.size()));
-  });
-  store.freeze();
-  model.visit_parameters([&](const std::string& name, auto& p) {
-    constexpr int R = static_cast<int>(std::tuple_size_v<decltype(p.shape)>);
-    const int i = store.index_of(name);
-    p.value = store.template view<R>(i);
-    p.grad = store.template grad_view<R>(i);
+  bind_parameters(model, store, [](const std::string& name, std::size_t rank) {
+    return std::pair{qlip_group_of(name), !default_no_decay(name, rank)};
   });
 }
 
