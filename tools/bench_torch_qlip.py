@@ -3,10 +3,12 @@
 
   python3 tools/qlip_reference.py make-checkpoint --config qlip-b-16-256 --out /tmp/qlip-b16
   python3 tools/bench_torch_qlip.py --ckpt /tmp/qlip-b16 [--threads 2] [--runs 5] [--batches 1 8]
-        [--dump-image IMG --dump-out /tmp/qlip-b16/fixtures.safetensors]
+        [--compile] [--dump-image IMG --dump-out /tmp/qlip-b16/fixtures.safetensors]
 
 Pixels for timing are N(0,1) (timing does not depend on content). Each configuration gets one
-warm-up run, then --runs timed runs (time.perf_counter, torch.no_grad, float32, eager).
+warm-up run, then --runs timed runs (time.perf_counter, torch.no_grad, float32, eager). With
+--compile only the whole round trip is timed, through torch.compile (inductor; its compilation
+happens in the warm-up runs, two of them so a recompile for the new batch size is not timed).
 With --dump-image it also writes the full-size golden tensors (same names as the small fixtures,
 docs/REFERENCE.md) for that image + the three standard captions.
 """
@@ -55,6 +57,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--compile", action="store_true", help="time the round trip under torch.compile")
     ap.add_argument("--dump-image", default=None)
     ap.add_argument("--dump-out", default=None)
     args = ap.parse_args()
@@ -104,8 +107,15 @@ def main():
             ref.indices_from_bits(d["bits"])
             return dec(vm.dequantize(d["q"]))[1]
 
-        for name, fn in (("encode (vision tower)", enc), ("quantize+indices+post-MLP", quant),
-                         ("decode (pixel decoder)", decode), ("encode->quantize->decode", full)):
+        cases = (("encode (vision tower)", enc), ("quantize+indices+post-MLP", quant),
+                 ("decode (pixel decoder)", decode), ("encode->quantize->decode", full))
+        if args.compile:
+            compiled = torch.compile(full)
+            t0 = time.perf_counter()
+            compiled()
+            print(f"batch {b:2d} torch.compile warm-up (compilation) {time.perf_counter() - t0:.1f} s", flush=True)
+            cases = (("encode->quantize->decode (torch.compile)", compiled),)
+        for name, fn in cases:
             mn, md, mx, cpu = timeit(fn, args.runs)
             print(f"batch {b:2d} {name:28s} min {mn * 1e3:9.1f} ms  median {md * 1e3:9.1f} ms  "
                   f"max {mx * 1e3:9.1f} ms  ({md * 1e3 / b:8.1f} ms/image, median)  "

@@ -4,7 +4,7 @@
 ///        op), on random weights in the inference layout and odd sizes, for every layer variant the
 ///        configs use: plain MLP with GELU and quick-GELU, SwiGLU with sub-LN, with and without 2-D
 ///        RoPE (skipping a CLS token or on all tokens), causal mask, no k bias, q scaled after the
-///        projection or folded into the weights. Also: repeatable results for each thread count,
+///        projection or folded into the weights. Also: the same bits for every thread count,
 ///        the arena sized by encoder_layer_workspace_bytes and rewound, and argument errors that
 ///        name the weight at fault.
 #include <gtest/gtest.h>
@@ -197,9 +197,10 @@ TEST(EncoderLayerOp, RowSplitAcrossThreadsMatchesReference) {
   check_variant({.dims = kPlain, .act = Activation::quick_gelu, .mask = AttentionMask::causal}, 3, 33);
 }
 
-TEST(EncoderLayerOp, DeterministicForEachThreadCount) {
-  // The row slabs (and so Eigen's blocking of each GEMM) follow from the thread count: each count
-  // must match the reference and repeat itself bit for bit.
+TEST(EncoderLayerOp, SameBitsForAnyThreadCount) {
+  // The row slabs follow from the thread count, but every GEMM sums each element in one fixed order
+  // whatever its slab, and attention's tasks do not depend on it: every count matches the
+  // reference and gives the same bits, run after run.
   const Variant v{.dims = kSwiglu, .subln = true, .k_bias = false, .rope = true, .first_token = 1};
   const LayerTensors w(v);
   const Tensor<float, 3> x = random_input(2, 50, v.dims.hidden);  // 100 rows, 1 CLS + 7² per sequence
@@ -207,11 +208,14 @@ TEST(EncoderLayerOp, DeterministicForEachThreadCount) {
   const RopeTableView<host_memory> rope{table.cos.view(), table.sin.view(), 1};
   const Tensor<float, 3> want = run_reference(w, x, args_for(v, &rope));
   const int threads = num_threads();
-  for (int t : {1, 3}) {
+  set_num_threads(1);
+  const Tensor<float, 3> serial = run_cpu(w, x, args_for(v, &rope));
+  EXPECT_TRUE(all_close(serial.view(), want.view(), kF32Reduction));
+  for (int t : {2, 3}) {
     SCOPED_TRACE("threads " + std::to_string(t));
     set_num_threads(t);
     const Tensor<float, 3> first = run_cpu(w, x, args_for(v, &rope)), second = run_cpu(w, x, args_for(v, &rope));
-    EXPECT_TRUE(all_close(first.view(), want.view(), kF32Reduction));
+    EXPECT_EQ(std::memcmp(first.data(), serial.data(), static_cast<std::size_t>(first.numel()) * sizeof(float)), 0);
     EXPECT_EQ(std::memcmp(first.data(), second.data(), static_cast<std::size_t>(first.numel()) * sizeof(float)), 0);
   }
   set_num_threads(threads);

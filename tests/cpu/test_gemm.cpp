@@ -178,20 +178,43 @@ TEST(CpuGemm, EmptyInnerDimensionScalesC) {
   EXPECT_TRUE(empty.untouched());
 }
 
-TEST(CpuGemm, ThreadCountsAgree) {
+TEST(CpuGemm, TileAndBlockBoundaries) {
+  // Sizes one below, at and one above the register tile (rows kMR, columns kNR), the depth block
+  // kKC and the column block kNCPanels·kNR, so every tail path of the packed kernel runs.
+  namespace sg = detail::cpu::sgemm;
+  const std::int64_t mr = sg::kMR, nr = sg::kNR, kc = sg::kKC, nc = sg::kNCPanels * sg::kNR;
+  for (std::int64_t m : {mr - 1, mr, mr + 1, 5 * mr + 3})
+    for (std::int64_t n : {nr - 1, nr + 1, nc + 1})
+      for (std::int64_t k : {kc - 1, kc + 1, 2 * kc + 3}) {
+        check_gemm(m, k, n, Layout::row, Layout::col, Layout::row, 1.0f, 0.0f);
+        check_gemm(m, k, n, Layout::col, Layout::row, Layout::padded, -0.5f, 2.0f);
+      }
+}
+
+/// c = a·b with `threads` threads, into a fresh copy of the same initial c.
+Matrix gemm_with_threads(const Matrix& a, const Matrix& b, std::int64_t n, int threads) {
+  Matrix c = make_matrix(a.view.size(0), n, Layout::row, 3);
+  set_num_threads(threads);
+  EXPECT_EQ(num_threads(), threads);
+  ops::gemm(cpu_backend{}, a.view, b.view, c.view, 1.0f, 0.5f);
+  return c;
+}
+
+TEST(CpuGemm, ThreadCountsGiveTheSameBits) {
+  // The depth is summed in one fixed order whichever way the output is split (rows for tall
+  // products, panels for short ones), so 1, 2 and 3 threads agree exactly.
   const int before = num_threads();
-  Matrix a = make_matrix(257, 768, Layout::row, 1, 1.0f / std::sqrt(768.0f));
-  Matrix b = make_matrix(768, 300, Layout::col, 2);
-  Matrix c1 = make_matrix(257, 300, Layout::row, 3);
-  Matrix c2 = make_matrix(257, 300, Layout::row, 3);
-  set_num_threads(1);
-  EXPECT_EQ(num_threads(), 1);
-  ops::gemm(cpu_backend{}, a.view, b.view, c1.view);
-  set_num_threads(2);
-  EXPECT_EQ(num_threads(), 2);
-  ops::gemm(cpu_backend{}, a.view, b.view, c2.view);
+  for (std::int64_t m : {257, 5}) {
+    SCOPED_TRACE("M = " + std::to_string(m));
+    Matrix a = make_matrix(m, 768, Layout::row, 1, 1.0f / std::sqrt(768.0f));
+    Matrix b = make_matrix(768, 300, Layout::col, 2);
+    const Matrix c1 = gemm_with_threads(a, b, 300, 1);
+    for (int threads : {2, 3}) {
+      const Matrix ct = gemm_with_threads(a, b, 300, threads);
+      EXPECT_TRUE(all_close(ct.view, c1.view, kExact)) << threads << " threads";
+    }
+  }
   set_num_threads(before);
-  EXPECT_TRUE(all_close(c2.view, c1.view, kF32Reduction));
   EXPECT_THROW(set_num_threads(0), Error);
 }
 
@@ -249,7 +272,38 @@ TEST(CpuLinear, ExactOnIntegers) {
   EXPECT_TRUE(all_close(y.view, y_ref.view, kExact));
 }
 
+TEST(CpuLinear, PackedWeightGivesTheSameBitsAsTheView) {
+  for (std::int64_t m : {1, 65, 257}) {
+    Matrix x = make_matrix(m, 300, Layout::row, 1);
+    Matrix w = make_matrix(111, 300, Layout::row, 2, 1.0f / std::sqrt(300.0f));
+    Matrix bias = make_matrix(1, 111, Layout::row, 3);
+    Matrix y = make_matrix(m, 111, Layout::row, 4);
+    Matrix y_packed = make_matrix(m, 111, Layout::padded, 5);
+    const PackedWeight packed(w.view);
+    EXPECT_EQ(packed.out_features(), 111);
+    EXPECT_EQ(packed.in_features(), 300);
+    ops::linear(cpu_backend{}, x.view, w.view, bias.view.select(0, 0), y.view);
+    ops::linear(cpu_backend{}, x.view, packed, bias.view.select(0, 0), y_packed.view);
+    EXPECT_TRUE(all_close(y_packed.view, y.view, kExact)) << "M = " << m;
+    EXPECT_TRUE(y_packed.untouched());
+  }
+}
+
 using test::expect_error_naming;
+
+TEST(CpuLinear, PackedWeightBadShapesNameTheArgument) {
+  Tensor<float, 2> x({4, 5}), x_bad({4, 6}), w({3, 5}), y({4, 3}), y_bad({4, 5});
+  Tensor<float, 1> bias_bad({4});
+  const PackedWeight packed(w.view());
+  expect_error_naming([&] { ops::linear(cpu_backend{}, x_bad.view(), packed, {}, y.view()); },
+                      "x has shape [4, 6], expected [M, 5]");
+  expect_error_naming([&] { ops::linear(cpu_backend{}, x.view(), packed, bias_bad.view(), y.view()); },
+                      "bias has shape [4], expected [3]");
+  expect_error_naming([&] { ops::linear(cpu_backend{}, x.view(), packed, {}, y_bad.view()); },
+                      "y has shape [4, 5], expected [4, 3]");
+  expect_error_naming([&] { ops::linear(cpu_backend{}, x.view(), PackedWeight(), {}, y.view()); },
+                      "packed weight is empty");
+}
 
 TEST(CpuGemm, BadShapesNameTheArgument) {
   Tensor<float, 2> a({4, 5}), b({6, 3}), b_ok({5, 3}), c({4, 3}), c_bad({3, 4});

@@ -155,7 +155,7 @@ inline void conv2d(cpu_backend, Arena& ws, HostView<const float, 4> x, HostView<
     float* col = cols + omp_get_thread_num() * p.k() * p.pixels();
     detail::cpu::im2col(x, b, p, g, col);
     const HostView<float, 2> yb = detail::cpu::image_matrix(y, b);
-    detail::cpu::gemm_eigen(w2, HostView<const float, 2>(col, {p.k(), p.pixels()}), yb, 1.0f, 0.0f, nullptr);
+    detail::cpu::gemm_unchecked(w2, HostView<const float, 2>(col, {p.k(), p.pixels()}), yb, 1.0f, 0.0f);
     if (!bias.empty())
       for (std::int64_t o = 0; o < p.co; ++o) {
         float* row = yb.data() + o * yb.stride(0);
@@ -191,13 +191,12 @@ inline void conv2d_backward(cpu_backend, Arena& ws, HostView<const float, 4> x, 
     if (dws) {
       detail::cpu::im2col(x, b, p, g, col);
       const HostView<const float, 2> colv(col, {p.k(), p.pixels()});
-      detail::cpu::gemm_eigen(dyb, colv.transpose(0, 1), HostView<float, 2>(dws + t * dw_n, {p.co, p.k()}), 1.0f, 1.0f,
-                              nullptr);
+      detail::cpu::gemm_unchecked(dyb, colv.transpose(0, 1), HostView<float, 2>(dws + t * dw_n, {p.co, p.k()}), 1.0f,
+                                  1.0f);
     }
     if (dcols) {
       float* dcol = dcols + t * col_n;
-      detail::cpu::gemm_eigen(w2.transpose(0, 1), dyb, HostView<float, 2>(dcol, {p.k(), p.pixels()}), 1.0f, 0.0f,
-                              nullptr);
+      detail::cpu::gemm_unchecked(w2.transpose(0, 1), dyb, HostView<float, 2>(dcol, {p.k(), p.pixels()}), 1.0f, 0.0f);
       detail::cpu::col2im(dcol, b, p, g, dx);
     }
   }

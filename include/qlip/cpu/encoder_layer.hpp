@@ -4,13 +4,14 @@
 ///        those of reference/encoder_layer.hpp; the reference overload composes the same layer
 ///        from separate ops, and tests/cpu/test_encoder_layer_op.cpp compares the two.
 ///
-/// (1) Rows of x split between threads: LN1 → q|k|v GEMM → q ·= q_scale → RoPE. (2) attention,
-/// parallel over (batch, head, query block). (3) Rows again: inner_attn_ln → out_proj GEMM
+/// (1) Row chunks of x, taken by the threads dynamically (RowChunks): LN1 → q|k|v GEMM →
+/// q ·= q_scale → RoPE. (2) attention, parallel over (batch, head, query block). (3) Row chunks again: inner_attn_ln → out_proj GEMM
 /// accumulated into x (residual) → LN2 → up GEMM → activation (SwiGLU: silu·mul and ffn_ln fused,
-/// one pass per row) → down GEMM accumulated into x. Every op of (1) and (3) is row-local, so a
-/// thread never waits for another inside a region; each GEMM is a serial Eigen call on the
-/// thread's row slab (ops::linear_rows). Deterministic for a given thread count; another count gives
-/// other slabs, so Eigen may block a GEMM differently and round within its fp32 tolerance.
+/// one pass per row) → down GEMM accumulated into x. Each region starts with its threads packing
+/// the region's weights together (each a share of the panels, sgemm.hpp) and one barrier; after it
+/// every op is row-local, so a thread never waits for another again. Each GEMM is a serial packed
+/// GEMM on the chunk's rows (linear_rows_packed), which sums every element in the same order
+/// whatever the chunk: the layer gives the same bits for any thread count and any schedule.
 #pragma once
 
 #include "qlip/cpu/build_check.hpp"
@@ -18,8 +19,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
@@ -45,6 +48,46 @@ inline int encoder_layer_region_threads(std::int64_t m) {
   if (omp_in_parallel()) return 1;
   return static_cast<int>(std::clamp<std::int64_t>(m / 32, 1, std::max(num_threads(), 1)));
 }
+
+/// Row chunks of a region, taken by the threads dynamically: 4 per thread when each still has
+/// ≥ 128 rows (the packed weights are re-read from L2/L3 once per chunk), else one per thread. A
+/// thread that runs slower (a busier or down-clocked core) then takes fewer chunks instead of
+/// holding the others at the region's end. Boundaries fall on register tiles (kMR rows).
+struct RowChunks {
+  std::int64_t rows = 0, size = 0, count = 0;
+  RowChunks(std::int64_t m, int threads) : rows(m) {
+    const std::int64_t per_thread = m >= 4 * 128 * threads ? 4 : 1;
+    const std::int64_t want = (m + per_thread * threads - 1) / (per_thread * threads);
+    size = std::max<std::int64_t>(sgemm::kMR, (want + sgemm::kMR - 1) / sgemm::kMR * sgemm::kMR);
+    count = (m + size - 1) / size;
+  }
+  std::pair<std::int64_t, std::int64_t> operator[](std::int64_t c) const {
+    return {c * size, std::min(rows, (c + 1) * size)};
+  }
+};
+
+/// The weights of one region packed as the panels of wᵀ, in one scratch buffer of the calling thread.
+/// Valid until that thread's next sgemm call that packs (none inside the region).
+template <std::size_t N>
+struct RegionWeights {
+  std::array<HostView<const float, 2>, N> w;  // [N_i, K_i] PyTorch layout
+  std::array<sgemm::PackedPanels, N> packed;
+
+  explicit RegionWeights(const std::array<HostView<const float, 2>, N>& weights) : w(weights) {
+    std::int64_t total = 0;
+    for (const auto& wi : w) total += sgemm::packed_size(wi.size(1), wi.size(0));
+    float* at = sgemm::b_scratch(total);
+    for (std::size_t i = 0; i < N; ++i) {
+      packed[i] = {at, w[i].size(1), w[i].size(0)};
+      at += sgemm::packed_size(w[i].size(1), w[i].size(0));
+    }
+  }
+  /// Thread t of nt packs its share of every weight (the caller then meets the others at a barrier).
+  void pack_share(int t, int nt) const {
+    for (std::size_t i = 0; i < N; ++i)
+      sgemm::pack_b_share(w[i].transpose(0, 1), const_cast<float*>(packed[i].data), t, nt);
+  }
+};
 
 /// y[r] = LN(x[r]) for rows [r0, r1) of [M, width] row-major views (y may be x).
 inline void layer_norm_rows(HostView<const float, 1> gamma, HostView<const float, 1> beta, float eps,
@@ -151,20 +194,29 @@ inline void encoder_layer_forward(cpu_backend, Arena& ws, const EncoderLayerWeig
   HostView<float, 2> qkv(big, {m, 3 * dm});                 // [M, 3D] (regions 1, 2)
   HostView<float, 2> f(big, {m, up});                       // [M, I or 2I] (region 3)
   const int threads = detail::cpu::encoder_layer_region_threads(m);
+  const detail::cpu::RowChunks chunks(m, threads);
 
   {
     QLIP_PROFILE_SCOPE("layer: ln1+qkv+rope");
+    const detail::cpu::RegionWeights<1> pw({w.qkv_w});
 #pragma omp parallel num_threads(threads)
     {
-      const auto [r0, r1] = detail::cpu::split_range(m, omp_get_thread_num(), omp_get_num_threads());
-      if (r1 > r0) {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      {
+        QLIP_PROFILE_SCOPE("  t0: pack weights");
+        pw.pack_share(t, nt);
+      }
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1) nowait
+      for (std::int64_t c = 0; c < chunks.count; ++c) {
+        const auto [r0, r1] = chunks[c];
         {
           QLIP_PROFILE_SCOPE("  t0: layer_norm");
           detail::cpu::layer_norm_rows(w.ln1_g, w.ln1_b, args.eps, x2, h, r0, r1);
         }
         {
           QLIP_PROFILE_SCOPE("  t0: gemm qkv");
-          linear_rows(cpu_backend{}, h.slice(0, r0, r1), w.qkv_w, w.qkv_b, qkv.slice(0, r0, r1), false);
+          detail::cpu::linear_rows_packed(h.slice(0, r0, r1), pw.packed[0], w.qkv_b, qkv.slice(0, r0, r1), false);
         }
         QLIP_PROFILE_SCOPE("  t0: rope (+scale q)");
         if (args.q_scale != 1.0f) detail::cpu::scale_leading_columns(qkv, dm, args.q_scale, r0, r1);
@@ -183,17 +235,25 @@ inline void encoder_layer_forward(cpu_backend, Arena& ws, const EncoderLayerWeig
   }
   {
     QLIP_PROFILE_SCOPE("layer: out_proj+mlp");
+    const detail::cpu::RegionWeights<3> pw({w.out_w, w.up_w, w.down_w});
 #pragma omp parallel num_threads(threads)
     {
-      const auto [r0, r1] = detail::cpu::split_range(m, omp_get_thread_num(), omp_get_num_threads());
-      if (r1 > r0) {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      {
+        QLIP_PROFILE_SCOPE("  t0: pack weights");
+        pw.pack_share(t, nt);
+      }
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 1) nowait
+      for (std::int64_t c = 0; c < chunks.count; ++c) {
+        const auto [r0, r1] = chunks[c];
         if (!w.attn_ln_g.empty()) {
           QLIP_PROFILE_SCOPE("  t0: layer_norm");
           detail::cpu::layer_norm_rows(w.attn_ln_g, w.attn_ln_b, args.eps, attn, attn, r0, r1);
         }
         {
           QLIP_PROFILE_SCOPE("  t0: gemm out_proj+res");
-          linear_rows(cpu_backend{}, attn.slice(0, r0, r1), w.out_w, w.out_b, x2.slice(0, r0, r1), true);
+          detail::cpu::linear_rows_packed(attn.slice(0, r0, r1), pw.packed[0], w.out_b, x2.slice(0, r0, r1), true);
         }
         {
           QLIP_PROFILE_SCOPE("  t0: layer_norm");
@@ -201,7 +261,7 @@ inline void encoder_layer_forward(cpu_backend, Arena& ws, const EncoderLayerWeig
         }
         {
           QLIP_PROFILE_SCOPE("  t0: gemm mlp up");
-          linear_rows(cpu_backend{}, h.slice(0, r0, r1), w.up_w, w.up_b, f.slice(0, r0, r1), false);
+          detail::cpu::linear_rows_packed(h.slice(0, r0, r1), pw.packed[1], w.up_b, f.slice(0, r0, r1), false);
         }
         {
           QLIP_PROFILE_SCOPE("  t0: activation(+ffn_ln)");
@@ -210,7 +270,7 @@ inline void encoder_layer_forward(cpu_backend, Arena& ws, const EncoderLayerWeig
         // SwiGLU leaves its [I] result in the first half of each [2I] row: a strided view.
         HostView<const float, 2> act(f.data(), {m, d.intermediate}, {up, 1}, 0);
         QLIP_PROFILE_SCOPE("  t0: gemm mlp down+res");
-        linear_rows(cpu_backend{}, act.slice(0, r0, r1), w.down_w, w.down_b, x2.slice(0, r0, r1), true);
+        detail::cpu::linear_rows_packed(act.slice(0, r0, r1), pw.packed[2], w.down_b, x2.slice(0, r0, r1), true);
       }
     }
   }

@@ -12,6 +12,10 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
 #include "qlip/core/error.hpp"
 
 namespace qlip {
@@ -26,5 +30,19 @@ inline void set_num_threads(int threads) {
 
 /// The number of threads a CPU op started now will use.
 inline int num_threads() { return omp_get_max_threads(); }
+
+namespace detail::cpu {
+
+/// [begin, end) of part `i` of `parts` equal parts of [0, n), boundaries rounded to `align`.
+inline std::pair<std::int64_t, std::int64_t> split_range(std::int64_t n, int i, int parts, std::int64_t align = 1) {
+  auto at = [&](int j) {
+    if (j >= parts) return n;
+    const std::int64_t b = n * j / parts;
+    return std::min(n, (b + align / 2) / align * align);
+  };
+  return {at(i), at(i + 1)};
+}
+
+}  // namespace detail::cpu
 
 }  // namespace qlip
