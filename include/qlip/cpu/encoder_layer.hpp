@@ -82,10 +82,16 @@ struct RegionWeights {
       at += sgemm::packed_size(w[i].size(1), w[i].size(0));
     }
   }
-  /// Thread t of nt packs its share of every weight (the caller then meets the others at a barrier).
-  void pack_share(int t, int nt) const {
-    for (std::size_t i = 0; i < N; ++i)
-      sgemm::pack_b_share(w[i].transpose(0, 1), const_cast<float*>(packed[i].data), t, nt);
+  /// Called by every thread of the region: packs this thread's share of every weight, then waits
+  /// for the others (the region's one barrier).
+  void pack_together() const {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    {
+      QLIP_PROFILE_SCOPE("  t0: pack weights");
+      for (std::size_t i = 0; i < N; ++i)
+        sgemm::pack_b_share(w[i].transpose(0, 1), const_cast<float*>(packed[i].data), t, nt);
+    }
+#pragma omp barrier
   }
 };
 
@@ -201,12 +207,7 @@ inline void encoder_layer_forward(cpu_backend, Arena& ws, const EncoderLayerWeig
     const detail::cpu::RegionWeights<1> pw({w.qkv_w});
 #pragma omp parallel num_threads(threads)
     {
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      {
-        QLIP_PROFILE_SCOPE("  t0: pack weights");
-        pw.pack_share(t, nt);
-      }
-#pragma omp barrier
+      pw.pack_together();
 #pragma omp for schedule(dynamic, 1) nowait
       for (std::int64_t c = 0; c < chunks.count; ++c) {
         const auto [r0, r1] = chunks[c];
@@ -238,12 +239,7 @@ inline void encoder_layer_forward(cpu_backend, Arena& ws, const EncoderLayerWeig
     const detail::cpu::RegionWeights<3> pw({w.out_w, w.up_w, w.down_w});
 #pragma omp parallel num_threads(threads)
     {
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      {
-        QLIP_PROFILE_SCOPE("  t0: pack weights");
-        pw.pack_share(t, nt);
-      }
-#pragma omp barrier
+      pw.pack_together();
 #pragma omp for schedule(dynamic, 1) nowait
       for (std::int64_t c = 0; c < chunks.count; ++c) {
         const auto [r0, r1] = chunks[c];
