@@ -272,6 +272,23 @@ TEST(CpuLinear, ExactOnIntegers) {
   EXPECT_TRUE(all_close(y.view, y_ref.view, kExact));
 }
 
+TEST(CpuLinear, RowsAccumulateAddsToY) {
+  // linear_rows(accumulate) = y + x·wᵀ + b (the fused residual add); without it, linear().
+  Matrix x = make_matrix(29, 65, Layout::row, 1);
+  Matrix w = make_matrix(33, 65, Layout::row, 2, 0.125f);
+  Matrix bias = make_matrix(1, 33, Layout::row, 3);
+  Matrix y = make_matrix(29, 33, Layout::row, 4);
+  Matrix want = make_matrix(29, 33, Layout::row, 4);  // same initial values as y
+  Matrix product = make_matrix(29, 33, Layout::row, 5);
+  ops::linear_rows(cpu_backend{}, x.view, w.view, bias.view.select(0, 0), y.view, true);
+  reference::linear(x.view, w.view, bias.view.select(0, 0), product.view);
+  for (std::int64_t i = 0; i < 29; ++i)
+    for (std::int64_t j = 0; j < 33; ++j) want.view(i, j) += product.view(i, j);
+  EXPECT_TRUE(all_close(y.view, want.view, kF32Reduction));
+  ops::linear_rows(cpu_backend{}, x.view, w.view, bias.view.select(0, 0), y.view, false);
+  EXPECT_TRUE(all_close(y.view, product.view, kF32Reduction));
+}
+
 TEST(CpuLinear, PackedWeightGivesTheSameBitsAsTheView) {
   for (std::int64_t m : {1, 65, 257}) {
     Matrix x = make_matrix(m, 300, Layout::row, 1);

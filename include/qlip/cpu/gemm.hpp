@@ -57,16 +57,24 @@ inline void gemm_unchecked(HostView<const float, 2> a, HostView<const float, 2> 
   sgemm::gemm(a, b, nullptr, c, alpha, beta, {}, sgemm::threads_for(a.size(0), a.size(1), b.size(1)));
 }
 
-/// Serial y (+)= x·wᵀ + bias on the calling thread from w already packed as the panels of wᵀ (shapes
-/// as linear_rows, unchecked): for a parallel region that packed w together once.
-inline void linear_rows_packed(HostView<const float, 2> x, const sgemm::PackedPanels& w, HostView<const float, 1> bias,
-                               HostView<float, 2> y, bool accumulate) {
+/// Serial y (+)= x·wᵀ + bias on the calling thread, w given as the view wᵀ (packed here) or already
+/// packed (`packed`, then w_t is ignored); shapes as linear_rows, unchecked.
+inline void linear_rows_serial(HostView<const float, 2> x, HostView<const float, 2> w_t,
+                               const sgemm::PackedPanels* packed, HostView<const float, 1> bias, HostView<float, 2> y,
+                               bool accumulate) {
   if (y.numel() == 0) return;
   if (x.size(1) == 0) {
     fill_bias_rows(bias, y, accumulate);
     return;
   }
-  sgemm::gemm(x, {}, &w, y, 1.0f, accumulate ? 1.0f : 0.0f, bias, 1);
+  sgemm::gemm(x, w_t, packed, y, 1.0f, accumulate ? 1.0f : 0.0f, bias, 1);
+}
+
+/// linear_rows from w already packed as the panels of wᵀ: for a parallel region that packed w
+/// together once.
+inline void linear_rows_packed(HostView<const float, 2> x, const sgemm::PackedPanels& w, HostView<const float, 1> bias,
+                               HostView<float, 2> y, bool accumulate) {
+  linear_rows_serial(x, {}, &w, bias, y, accumulate);
 }
 
 }  // namespace detail::cpu
@@ -102,13 +110,7 @@ namespace ops {
 inline void gemm(cpu_backend, HostView<const float, 2> a, HostView<const float, 2> b, HostView<float, 2> c,
                  float alpha = 1.0f, float beta = 0.0f) {
   detail::check_gemm_shapes(a, b, c);
-  if (c.numel() == 0) return;
-  if (a.size(1) == 0 || alpha == 0.0f) {
-    detail::cpu::scale_matrix(c, beta);
-    return;
-  }
-  const int threads = detail::cpu::sgemm::threads_for(a.size(0), a.size(1), b.size(1));
-  detail::cpu::sgemm::gemm(a, b, nullptr, c, alpha, beta, {}, threads);
+  detail::cpu::gemm_unchecked(a, b, c, alpha, beta);
 }
 
 /// y = x·wᵀ + bias (torch.nn.functional.linear). w is read in place as the matrix wᵀ and packed;
@@ -184,12 +186,7 @@ inline void linear_backward(cpu_backend, HostView<const float, 2> x, HostView<co
 /// Shapes as linear(); no checks beyond those (the caller checked the whole tensors).
 inline void linear_rows(cpu_backend, HostView<const float, 2> x, HostView<const float, 2> w,
                         HostView<const float, 1> bias, HostView<float, 2> y, bool accumulate) {
-  if (y.numel() == 0) return;
-  if (x.size(1) == 0) {
-    detail::cpu::fill_bias_rows(bias, y, accumulate);
-    return;
-  }
-  detail::cpu::sgemm::gemm(x, w.transpose(0, 1), nullptr, y, 1.0f, accumulate ? 1.0f : 0.0f, bias, 1);
+  detail::cpu::linear_rows_serial(x, w.transpose(0, 1), nullptr, bias, y, accumulate);
 }
 
 }  // namespace ops
