@@ -1,5 +1,5 @@
 /// @file cpu.hpp
-/// @brief The CPU backend: every op overloaded on qlip::cpu_backend (Eigen GEMM + OpenMP loops).
+/// @brief The CPU backend: every op overloaded on qlip::cpu_backend (packed SGEMM + OpenMP loops).
 #pragma once
 
 #include "qlip/cpu/activation.hpp"
@@ -10,6 +10,7 @@
 #include "qlip/cpu/contrastive_loss.hpp"
 #include "qlip/cpu/conv2d.hpp"
 #include "qlip/cpu/copy.hpp"
+#include "qlip/cpu/cross_entropy.hpp"
 #include "qlip/cpu/embedding.hpp"
 #include "qlip/cpu/gan.hpp"
 #include "qlip/cpu/encoder_layer.hpp"

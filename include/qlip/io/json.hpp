@@ -19,7 +19,9 @@
 /// booleans; a config value of the wrong kind is far more likely a wrong file than an intent.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -130,6 +132,15 @@ std::string json_excerpt(const Json& v, std::size_t max = kJsonExcerptBytes) {
   std::string out;
   detail::json_excerpt_into(v, out, max + 1);
   return detail::utf8_prefix(out, max);
+}
+
+/// A float as the shortest decimal that reads back as the same float (1e-6f → 1e-06, not
+/// 9.99999997e-07), so a config.json states the value the code uses.
+inline double shortest_double(float v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  *r.ptr = '\0';
+  return std::strtod(buf, nullptr);
 }
 
 namespace detail {

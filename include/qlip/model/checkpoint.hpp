@@ -207,7 +207,9 @@ inline const nlohmann::json& official_config_defaults() {
 /// "vision_config.quantizer_cfg".
 class ConfigReader {
  public:
-  ConfigReader(const nlohmann::json& j, std::string path) : j_(j), path_(std::move(path)) {
+  /// @param defaults the config class's defaults, {section: {key: value}} (QLIP's by default)
+  ConfigReader(const nlohmann::json& j, std::string path, const nlohmann::json& defaults = official_config_defaults())
+      : j_(j), path_(std::move(path)), defaults_(defaults) {
     QLIP_CHECK(j_.is_object(), path_, ": config.json must hold a JSON object, not ", j_.type_name());
   }
 
@@ -317,9 +319,8 @@ class ConfigReader {
 
   const nlohmann::json& value_or_default(const std::string& section, const std::string& key) const {
     if (const nlohmann::json* v = stated(section, key)) return *v;
-    const nlohmann::json& defaults = official_config_defaults();
-    const auto sec = defaults.find(section);
-    QLIP_CHECK(sec != defaults.end() && sec->contains(key), "internal: no official default for config field ",
+    const auto sec = defaults_.find(section);
+    QLIP_CHECK(sec != defaults_.end() && sec->contains(key), "internal: no official default for config field ",
                field(section, key));
     const nlohmann::json& d = (*sec)[key];
     const std::string note = field(section, key) + " = " + d.dump();
@@ -349,6 +350,7 @@ class ConfigReader {
 
   const nlohmann::json& j_;
   std::string path_;
+  const nlohmann::json& defaults_;
   mutable std::vector<std::string> defaulted_;
 };
 

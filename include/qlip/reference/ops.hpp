@@ -24,6 +24,7 @@
 #include "qlip/reference/contrastive_loss.hpp"
 #include "qlip/reference/conv2d.hpp"
 #include "qlip/reference/copy.hpp"
+#include "qlip/reference/cross_entropy.hpp"
 #include "qlip/reference/embedding.hpp"
 #include "qlip/reference/gan.hpp"
 #include "qlip/reference/encoder_layer.hpp"
@@ -33,6 +34,7 @@
 #include "qlip/reference/mse_loss.hpp"
 #include "qlip/reference/patchify.hpp"
 #include "qlip/reference/perceptual.hpp"
+#include "qlip/reference/rms_norm.hpp"
 #include "qlip/reference/rope.hpp"
 
 namespace qlip::ops {
@@ -67,6 +69,20 @@ void layer_norm_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> gamm
                          HostArg<const T, 1> rstd, HostArg<const T, 2> dy, HostArg<T, 2> dx, HostArg<T, 1> dgamma,
                          HostArg<T, 1> dbeta) {
   reference::layer_norm_backward<T>(x, gamma, mean, rstd, dy, dx, dgamma, dbeta);
+}
+template <class T>
+void rms_norm(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> weight, float eps, HostArg<T, 2> y) {
+  reference::rms_norm<T>(x, weight, eps, y);
+}
+template <class T>
+void rms_norm_train(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> weight, float eps, HostArg<T, 2> y,
+                    HostArg<T, 1> rstd) {
+  reference::rms_norm_train<T>(x, weight, eps, y, rstd);
+}
+template <class T>
+void rms_norm_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 1> weight, HostArg<const T, 1> rstd,
+                       HostArg<const T, 2> dy, HostArg<T, 2> dx, HostArg<T, 1> dweight) {
+  reference::rms_norm_backward<T>(x, weight, rstd, dy, dx, dweight);
 }
 template <class T>
 void l2_normalize_rows(ref<T>, HostArg<const T, 2> x, HostArg<T, 2> y, std::type_identity_t<T> eps) {
@@ -229,6 +245,16 @@ void apply_rope_interleaved_backward(ref<T>, HostArg<T, 4> dx, HostView<const fl
                                      HostView<const float, 2> sin, std::int64_t first_token) {
   reference::apply_rope_interleaved_backward<T>(dx, cos, sin, first_token);
 }
+template <class T>
+void apply_rope_half(ref<T>, HostArg<T, 4> x, HostView<const float, 2> cos, HostView<const float, 2> sin,
+                     const std::int64_t* positions) {
+  reference::apply_rope_half<T>(x, cos, sin, positions);
+}
+template <class T>
+void apply_rope_half_backward(ref<T>, HostArg<T, 4> dx, HostView<const float, 2> cos, HostView<const float, 2> sin,
+                              const std::int64_t* positions) {
+  reference::apply_rope_half_backward<T>(dx, cos, sin, positions);
+}
 
 // ---- patches, embeddings, data movement ----
 template <class T>
@@ -346,6 +372,15 @@ double mse_loss(ref<T>, HostArg<const T, 2> x_hat, HostArg<const T, 2> x) {
 template <class T>
 void mse_loss_backward(ref<T>, HostArg<const T, 2> x_hat, HostArg<const T, 2> x, double dloss, HostArg<T, 2> dx_hat) {
   reference::mse_loss_backward<T>(x_hat, x, dloss, dx_hat);
+}
+template <class T>
+CrossEntropyResult cross_entropy(ref<T>, HostArg<const T, 2> logits, HostView<const std::int32_t, 1> targets) {
+  return reference::cross_entropy<T>(logits, targets);
+}
+template <class T>
+void cross_entropy_backward(ref<T>, HostArg<const T, 2> logits, HostView<const std::int32_t, 1> targets, double dloss,
+                            HostArg<T, 2> dlogits) {
+  reference::cross_entropy_backward<T>(logits, targets, dloss, dlogits);
 }
 
 }  // namespace qlip::ops

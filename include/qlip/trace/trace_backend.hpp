@@ -169,6 +169,22 @@ inline void layer_norm_backward(trace_backend be, HostView<const float, 2> x, Ho
   detail::trace::record(be, "layer_norm_backward", 0,
                         detail::trace::bytes_of(x, gamma, mean, rstd, dy, dx, dgamma, dbeta));
 }
+inline void rms_norm(trace_backend be, HostView<const float, 2> x, HostView<const float, 1> weight, float,
+                     HostView<float, 2> y) {
+  detail::check_rms_norm_args(x, weight, y);
+  detail::trace::record(be, "rms_norm", 0, detail::trace::bytes_of(x, weight, y));
+}
+inline void rms_norm_train(trace_backend be, HostView<const float, 2> x, HostView<const float, 1> weight, float,
+                           HostView<float, 2> y, HostView<float, 1> rstd) {
+  detail::check_rms_norm_train_args(x, weight, y, rstd);
+  detail::trace::record(be, "rms_norm_train", 0, detail::trace::bytes_of(x, weight, y, rstd));
+}
+inline void rms_norm_backward(trace_backend be, HostView<const float, 2> x, HostView<const float, 1> weight,
+                              HostView<const float, 1> rstd, HostView<const float, 2> dy, HostView<float, 2> dx,
+                              HostView<float, 1> dweight) {
+  detail::check_rms_norm_backward_args(x, weight, rstd, dy, dx, dweight);
+  detail::trace::record(be, "rms_norm_backward", 0, detail::trace::bytes_of(x, weight, rstd, dy, dx, dweight));
+}
 inline void l2_normalize_rows(trace_backend be, HostView<const float, 2> x, HostView<float, 2> y, float = 1e-12f) {
   detail::check_l2_normalize_rows_args(x, y);
   detail::trace::record(be, "l2_normalize_rows", 0, detail::trace::bytes_of(x, y));
@@ -352,6 +368,16 @@ inline void apply_rope_interleaved_backward(trace_backend be, HostView<float, 4>
   detail::check_apply_rope_interleaved_args(dx, cos, sin, first_token, "apply_rope_interleaved_backward");
   detail::trace::record(be, "apply_rope_interleaved_backward", 0, detail::trace::bytes_of(dx, cos, sin));
 }
+inline void apply_rope_half(trace_backend be, HostView<float, 4> x, HostView<const float, 2> cos,
+                            HostView<const float, 2> sin, const std::int64_t* positions) {
+  detail::check_apply_rope_half_args(x, cos, sin, positions);
+  detail::trace::record(be, "apply_rope_half", 0, detail::trace::bytes_of(x, cos, sin));
+}
+inline void apply_rope_half_backward(trace_backend be, HostView<float, 4> dx, HostView<const float, 2> cos,
+                                     HostView<const float, 2> sin, const std::int64_t* positions) {
+  detail::check_apply_rope_half_args(dx, cos, sin, positions, "apply_rope_half_backward");
+  detail::trace::record(be, "apply_rope_half_backward", 0, detail::trace::bytes_of(dx, cos, sin));
+}
 
 // ---- patches, embeddings, data movement ----
 inline void patchify(trace_backend be, HostView<const float, 4> img, int p, HostView<float, 3> out) {
@@ -477,6 +503,17 @@ inline void mse_loss_backward(trace_backend be, HostView<const float, 2> x_hat, 
                               HostView<float, 2> dx_hat) {
   detail::check_mse_loss_backward_args(x_hat, x, dx_hat);
   detail::trace::record(be, "mse_loss_backward", 0, detail::trace::bytes_of(x_hat, x, dx_hat));
+}
+inline CrossEntropyResult cross_entropy(trace_backend be, HostView<const float, 2> logits,
+                                        HostView<const std::int32_t, 1> targets) {
+  detail::check_cross_entropy_args(logits, targets, "cross_entropy");
+  detail::trace::record(be, "cross_entropy", 0, detail::trace::bytes_of(logits));
+  return {};
+}
+inline void cross_entropy_backward(trace_backend be, HostView<const float, 2> logits,
+                                   HostView<const std::int32_t, 1> targets, double, HostView<float, 2> dlogits) {
+  detail::check_cross_entropy_backward_args(logits, targets, dlogits);
+  detail::trace::record(be, "cross_entropy_backward", 0, detail::trace::bytes_of(logits, dlogits));
 }
 
 }  // namespace ops

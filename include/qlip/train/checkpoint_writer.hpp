@@ -250,15 +250,6 @@ inline nlohmann::json& section_of(nlohmann::json& j, const std::string& section)
   return *node;
 }
 
-/// A float as the shortest decimal that reads back as the same float (1e-6f → 1e-06, not
-/// 9.99999997e-07), so config.json states the value the code uses.
-inline double shortest_double(float v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  *r.ptr = '\0';
-  return std::strtod(buf, nullptr);
-}
-
 }  // namespace ckpt_detail
 
 /// config.json in the full form: the official class defaults (official_config_defaults() and the
@@ -312,7 +303,7 @@ inline nlohmann::json config_json_from(const QlipConfig& structure, const QlipRu
   nlohmann::json j = nlohmann::json::object();
   auto tower = [&](const char* s, const TowerRuntime& t, bool rope) {
     nlohmann::json& n = j[s];
-    n["layer_norm_eps"] = ckpt_detail::shortest_double(t.layer_norm_eps);
+    n["layer_norm_eps"] = shortest_double(t.layer_norm_eps);
     n["hidden_act"] = activation_name(t.act);
     n["rope"] = rope && t.rope;
   };
@@ -327,7 +318,7 @@ inline nlohmann::json config_json_from(const QlipConfig& structure, const QlipRu
   qc["l2_norm"] = rt.code_scale_l2;
   if (rt.group_size > 0) qc["group_size"] = rt.group_size;
   j["text_config"]["eos_token_id"] = rt.eos_token_id;
-  j["logit_scale_init_value"] = ckpt_detail::shortest_double(rt.logit_scale);
+  j["logit_scale_init_value"] = shortest_double(rt.logit_scale);
   return j;
 }
 

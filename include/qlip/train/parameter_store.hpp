@@ -43,6 +43,9 @@ namespace qlip::train {
 /// Elements between aligned tensor starts: kHostAlignment bytes of floats.
 inline constexpr std::int64_t kParameterAlignment = static_cast<std::int64_t>(kHostAlignment / sizeof(float));
 
+/// Whether a store allocates gradient buffers (training) or values only (inference).
+enum class Gradients : std::uint8_t { allocate, none };
+
 /// The default weight-decay rule: no decay on rank ≤ 1 tensors (norm gains, biases, scalars such as
 /// logit_scale), on embeddings (names containing "embedding" or "embed_tokens": token, position and
 /// class embeddings) and on "logit_scale". Note that this also exempts the vision tower's
@@ -108,9 +111,11 @@ class ParameterStore {
   }
 
   /// Fixes the layout (registration order, each tensor at a multiple of kParameterAlignment) and
-  /// allocates the value and gradient buffers, zero-filled.
+  /// allocates the value and gradient buffers, zero-filled. Gradients::none allocates values only
+  /// (inference: a 1B-parameter model then needs 4 GB, not 8): every gradient view is then empty,
+  /// which modules read as "frozen".
   /// @throws qlip::Error when already frozen or when nothing was registered
-  void freeze() {
+  void freeze(Gradients gradients = Gradients::allocate) {
     QLIP_CHECK(!frozen_, "ParameterStore: freeze() called twice");
     QLIP_CHECK(!infos_.empty(), "ParameterStore: freeze() with no parameters registered");
     std::int64_t offset = 0;
@@ -120,9 +125,13 @@ class ParameterStore {
     }
     total_ = offset;
     values_ = AlignedBuffer<float>(total_, true);
-    grads_ = AlignedBuffer<float>(total_, true);
+    if (gradients == Gradients::allocate) grads_ = AlignedBuffer<float>(total_, true);
+    has_grads_ = gradients == Gradients::allocate;
     frozen_ = true;
   }
+
+  /// False for a store frozen with Gradients::none.
+  bool has_gradients() const { return has_grads_; }
 
   bool frozen() const { return frozen_; }
   /// Number of registered tensors.
@@ -167,14 +176,14 @@ class ParameterStore {
   HostView<float, R> view(std::string_view name) {
     return view<R>(index_of(name));
   }
-  /// The tensor's gradient, laid out like view<R>(index).
+  /// The tensor's gradient, laid out like view<R>(index); empty in a store without gradients.
   template <int R>
   HostView<float, R> grad_view(int index) {
-    return shaped<R>(index, grads_.data(), "grad_view");
+    return has_grads_ ? shaped<R>(index, grads_.data(), "grad_view") : HostView<float, R>();
   }
   template <int R>
   HostView<const float, R> grad_view(int index) const {
-    return shaped<R>(index, grads_.data(), "grad_view");
+    return has_grads_ ? shaped<R>(index, grads_.data(), "grad_view") : HostView<const float, R>();
   }
   template <int R>
   HostView<float, R> grad_view(std::string_view name) {
@@ -183,20 +192,24 @@ class ParameterStore {
 
   /// The tensor's values / gradient as a flat [numel] view, whatever its rank.
   HostView<float, 1> flat_view(int index) { return flat(index, values_.data(), "flat_view"); }
-  HostView<float, 1> flat_grad_view(int index) { return flat(index, grads_.data(), "flat_grad_view"); }
+  HostView<float, 1> flat_grad_view(int index) {
+    return has_grads_ ? flat(index, grads_.data(), "flat_grad_view") : HostView<float, 1>();
+  }
 
   /// The whole value buffer [buffer_size()], padding included. @throws qlip::Error before freeze()
   HostView<float, 1> values() { return whole(values_.data(), "values"); }
   HostView<const float, 1> values() const { return whole(values_.data(), "values"); }
   /// The whole gradient buffer [buffer_size()], padding included: the unit of a data-parallel
   /// all-reduce, of the global norm and of clipping. @throws qlip::Error before freeze()
-  HostView<float, 1> grads() { return whole(grads_.data(), "grads"); }
-  HostView<const float, 1> grads() const { return whole(grads_.data(), "grads"); }
+  HostView<float, 1> grads() { return has_grads_ ? whole(grads_.data(), "grads") : HostView<float, 1>(); }
+  HostView<const float, 1> grads() const {
+    return has_grads_ ? whole(grads_.data(), "grads") : HostView<const float, 1>();
+  }
 
   /// Sets every gradient (and the padding) to zero.
   void zero_grad() {
     QLIP_CHECK(frozen_, "ParameterStore: zero_grad() before freeze()");
-    std::memset(grads_.data(), 0, static_cast<std::size_t>(total_) * sizeof(float));
+    if (has_grads_) std::memset(grads_.data(), 0, static_cast<std::size_t>(total_) * sizeof(float));
   }
 
   /// Calls f(name, shape, value, grad) for every tensor in checkpoint order, with
@@ -248,6 +261,7 @@ class ParameterStore {
   std::vector<ParameterInfo> infos_;
   std::map<std::string, int, std::less<>> by_name_;  // transparent: lookup by string_view
   bool frozen_ = false;
+  bool has_grads_ = false;
   std::int64_t total_ = 0;
   AlignedBuffer<float> values_;
   AlignedBuffer<float> grads_;
@@ -255,14 +269,16 @@ class ParameterStore {
 
 /// Registers every parameter of `module` in `store` (visit order), freezes the store and binds the
 /// module's parameters to it. place(name, rank) gives the parameter's {group, weight decay}.
+/// Gradients::none binds values only (every gradient view empty: the module is frozen).
 template <class Module, class Place>
-void bind_parameters(Module& module, ParameterStore& store, Place&& place) {
+void bind_parameters(Module& module, ParameterStore& store, Place&& place,
+                     Gradients gradients = Gradients::allocate) {
   module.visit_parameters([&](const std::string& name, auto& p) {
     const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
     const auto [group, decay] = place(name, shape.size());
     store.add(name, shape, group, decay);
   });
-  store.freeze();
+  store.freeze(gradients);
   module.visit_parameters([&](const std::string& name, auto& p) {
     constexpr int R = static_cast<int>(std::tuple_size_v<decltype(p.shape)>);
     const int i = store.index_of(name);
