@@ -11,6 +11,7 @@ packages=(cmake g++ make pkg-config ccache
           libgtest-dev libgmock-dev libbenchmark-dev
           python3-skimage  # python3-skimage: real photos for tests and the demo (no Python runs)
           dataset-fashion-mnist  # IDX files in /usr/share/datasets/fashion-mnist (data/fashion_mnist.hpp, its tests)
+          fortunes  # text corpus in /usr/share/games/fortunes (data/text_corpus.hpp, the byte-BPE tests)
           clang libclang-rt-14-dev)  # the fuzzers: clang++ -fsanitize=fuzzer links libclang_rt.fuzzer from libclang-rt-14-dev
 missing=()
 for p in "${packages[@]}"; do

@@ -1,6 +1,6 @@
 /// @file data.hpp
-/// @brief Training data: IDX files, Fashion-MNIST, caption templates, image–caption manifests and
-///        the deterministic batch loader.
+/// @brief Training data: IDX files, Fashion-MNIST, caption templates, image–caption manifests,
+///        the deterministic batch loader and the fortunes text corpus.
 #pragma once
 
 #include "qlip/data/captions.hpp"
@@ -10,3 +10,4 @@
 #include "qlip/data/manifest.hpp"
 #include "qlip/data/random.hpp"
 #include "qlip/data/source.hpp"
+#include "qlip/data/text_corpus.hpp"

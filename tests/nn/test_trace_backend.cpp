@@ -25,6 +25,7 @@
 #include "qlip/nn/bsq_bottleneck.hpp"
 #include "qlip/nn/decoder_tower.hpp"
 #include "qlip/nn/encoder_layer.hpp"
+#include "qlip/nn/llama.hpp"
 #include "qlip/nn/pixel_decoder.hpp"
 #include "qlip/nn/quantizer.hpp"
 #include "qlip/nn/text_encoder.hpp"
@@ -244,6 +245,55 @@ TEST(TraceBackend, TransformerBlockForwardAndBackward) {
   EXPECT_EQ(trace.cost("linear_backward").flops, 2 * block_flops(s, n));  // dx and dw of every linear
   EXPECT_EQ(trace.cost("attention_train").calls, 1);
   EXPECT_EQ(trace.cost("attention_backward").calls, 1);
+}
+
+/// GQA Llama (4 query heads of 4 over 2 kv heads, q width 16 ≠ hidden 8), untied head.
+constexpr LlamaConfig kTraceLlama{.vocab_size = 13, .hidden = 8, .layers = 2, .heads = 4, .kv_heads = 2,
+                                  .head_dim = 4, .intermediate = 12, .tied = false};
+/// q, k, v, o, gate, up and down of every layer on n rows.
+std::int64_t llama_layers_flops(std::int64_t n) {
+  const LlamaConfig& c = kTraceLlama;
+  const std::int64_t d = c.hidden, wq = c.q_width(), wkv = c.kv_width(), i = c.intermediate;
+  return c.layers * (linear_flops(n, d, wq) + 2 * linear_flops(n, d, wkv) + linear_flops(n, wq, d) +
+                     2 * linear_flops(n, d, i) + linear_flops(n, i, d));
+}
+
+TEST(TraceBackend, LlamaTrainingStepAndCachedDecode) {
+  OpTrace trace;
+  using Model = nn::LlamaModel<kTraceLlama, trace_backend>;
+  LlamaRuntime rt;
+  rt.max_positions = 16;
+  auto model = std::make_unique<Model>(rt, trace_backend{&trace});
+  BoundParameters params(*model);
+  constexpr std::int64_t kT = 5, n = kBatch * kT;
+  std::vector<std::int32_t> ids(n, 1), targets(n, 2);
+  const HostView<const std::int32_t, 1> id_view(ids.data(), {n}), target_view(targets.data(), {n});
+  std::vector<float> saved(static_cast<std::size_t>(Model::activation_elements(kBatch, kT)));
+  std::vector<float> work(static_cast<std::size_t>(Model::workspace_elements(kBatch, kT)));
+  Arena arena(std::size_t{1} << 16);
+  (void)model->forward_train(arena, id_view, target_view, saved.data(), static_cast<std::int64_t>(saved.size()), kBatch,
+                             kT);
+  model->backward(arena, id_view, target_view, 1.0, saved.data(), static_cast<std::int64_t>(saved.size()), work.data(),
+                  static_cast<std::int64_t>(work.size()), kBatch, kT);
+  const std::int64_t head = linear_flops(n, kTraceLlama.hidden, kTraceLlama.vocab_size);
+  EXPECT_EQ(trace.cost("linear").flops, llama_layers_flops(n) + head);
+  EXPECT_EQ(trace.cost("linear_backward").flops, 2 * (llama_layers_flops(n) + head));
+  EXPECT_EQ(trace.cost("attention_train").calls, kTraceLlama.layers);
+  EXPECT_EQ(trace.cost("attention_backward").calls, kTraceLlama.layers);
+  EXPECT_EQ(trace.cost("apply_rope_half").calls, 2 * kTraceLlama.layers);
+  EXPECT_EQ(trace.cost("cross_entropy").calls, 1);
+  EXPECT_EQ(trace.cost("embedding_backward").calls, 1);
+  // Decoding: a prefill of kT tokens, then one token; the head runs on each sequence's last row.
+  trace.clear();
+  nn::KvCache<kTraceLlama> cache(kBatch, 8);
+  Tensor<float, 2> logits({kBatch, kTraceLlama.vocab_size});
+  Arena decode_arena(Model::decode_workspace_bytes(kBatch, kT));
+  model->decode(decode_arena, id_view, cache, kBatch, kT, logits.view());
+  model->decode(decode_arena, HostView<const std::int32_t, 1>(ids.data(), {kBatch}), cache, kBatch, 1, logits.view());
+  const std::int64_t decode_head = 2 * linear_flops(kBatch, kTraceLlama.hidden, kTraceLlama.vocab_size);
+  EXPECT_EQ(trace.cost("linear").flops, llama_layers_flops(n) + llama_layers_flops(kBatch) + decode_head);
+  EXPECT_EQ(trace.cost("attention").calls, 2 * kTraceLlama.layers);
+  EXPECT_EQ(cache.length(), kT + 1);
 }
 
 TEST(TraceBackend, QlipTrainableStage1Step) {

@@ -19,6 +19,7 @@
 
 #include "qlip/cpu/build_check.hpp"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "qlip/core/allocator.hpp"
@@ -77,6 +78,63 @@ inline void linear_rows_packed(HostView<const float, 2> x, const sgemm::PackedPa
   linear_rows_serial(x, {}, &w, bias, y, accumulate);
 }
 
+
+/// Rows of x up to which linear() takes the weight-streaming path instead of the packed SGEMM:
+/// decoding (one token per sequence) multiplies a handful of rows by each weight once, so packing
+/// the weight into panels first would read and write it twice more than the product reads it.
+inline constexpr std::int64_t kStreamingRows = 8;
+
+/// Lanes of partial sums per row in the streaming kernel: two AVX2 / one AVX-512 register, so even
+/// one row keeps independent add chains in flight.
+inline constexpr int kStreamingLanes = 16;
+
+/// out[r] = x_r·w over k elements for R rows of x: lane-wise partial sums (fixed order), then the
+/// lanes in order, then the tail. One pass over w.
+template <int R>
+inline void streaming_dots(const float* const* x, const float* w, std::int64_t k, float* out) {
+  constexpr int kL = kStreamingLanes;
+  float acc[R][kL] = {};
+  const std::int64_t body = k / kL * kL;
+  for (std::int64_t j = 0; j < body; j += kL) {
+    for (int r = 0; r < R; ++r) {
+#pragma omp simd
+      for (int l = 0; l < kL; ++l) acc[r][l] += x[r][j + l] * w[j + l];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = 0.0f;
+    for (int l = 0; l < kL; ++l) s += acc[r][l];
+    for (std::int64_t j = body; j < k; ++j) s += x[r][j] * w[j];
+    out[r] = s;
+  }
+}
+
+/// y[m, n] = x[m, :]·w[n, :] + b[n] for M ≤ kStreamingRows rows, reading each weight row once while
+/// the x rows stay in L1 (up to four rows per pass over a weight row), threads over output columns;
+/// each element is summed in one fixed order, so the result is the same for any thread count. x and
+/// w need unit stride along K.
+inline void linear_streaming(HostView<const float, 2> x, HostView<const float, 2> w, HostView<const float, 1> bias,
+                             HostView<float, 2> y, int threads) {
+  const std::int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (std::int64_t o = 0; o < n; ++o) {
+    const float* wr = w.data() + o * w.stride(0);
+    const float b = bias.empty() ? 0.0f : bias(o);
+    for (std::int64_t r0 = 0; r0 < m; r0 += 4) {
+      const std::int64_t rows = std::min<std::int64_t>(4, m - r0);
+      const float* xs[4];
+      for (std::int64_t r = 0; r < rows; ++r) xs[r] = x.data() + (r0 + r) * x.stride(0);
+      float sums[4];
+      switch (rows) {
+        case 1: streaming_dots<1>(xs, wr, k, sums); break;
+        case 2: streaming_dots<2>(xs, wr, k, sums); break;
+        case 3: streaming_dots<3>(xs, wr, k, sums); break;
+        default: streaming_dots<4>(xs, wr, k, sums); break;
+      }
+      for (std::int64_t r = 0; r < rows; ++r) y(r0 + r, o) = sums[r] + b;
+    }
+  }
+}
 }  // namespace detail::cpu
 
 /// A linear layer's weight w[N, K] packed once as the panels of wᵀ, for inference: linear() with a
@@ -126,6 +184,13 @@ inline void linear(cpu_backend, HostView<const float, 2> x, HostView<const float
   if (y.numel() == 0) return;
   if (x.size(1) == 0) {
     detail::cpu::fill_bias_rows(bias, y, false);
+    return;
+  }
+  if (x.size(0) <= detail::cpu::kStreamingRows && x.stride(1) == 1 && w.stride(1) == 1) {
+    // Memory-bound: every thread helps once the weight is past a few hundred kB.
+    const std::int64_t by_size = w.size(0) * w.size(1) / 65536;
+    const int streaming = omp_in_parallel() ? 1 : static_cast<int>(std::clamp<std::int64_t>(by_size, 1, num_threads()));
+    detail::cpu::linear_streaming(x, w, bias, y, streaming);
     return;
   }
   const int threads = detail::cpu::sgemm::threads_for(x.size(0), x.size(1), w.size(0));

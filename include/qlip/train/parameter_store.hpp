@@ -132,6 +132,8 @@ class ParameterStore {
 
   /// False for a store frozen with Gradients::none.
   bool has_gradients() const { return has_grads_; }
+  /// Frozen without gradients: every gradient view is empty (before freeze() they throw).
+  bool values_only() const { return frozen_ && !has_grads_; }
 
   bool frozen() const { return frozen_; }
   /// Number of registered tensors.
@@ -179,11 +181,11 @@ class ParameterStore {
   /// The tensor's gradient, laid out like view<R>(index); empty in a store without gradients.
   template <int R>
   HostView<float, R> grad_view(int index) {
-    return has_grads_ ? shaped<R>(index, grads_.data(), "grad_view") : HostView<float, R>();
+    return values_only() ? HostView<float, R>() : shaped<R>(index, grads_.data(), "grad_view");
   }
   template <int R>
   HostView<const float, R> grad_view(int index) const {
-    return has_grads_ ? shaped<R>(index, grads_.data(), "grad_view") : HostView<const float, R>();
+    return values_only() ? HostView<const float, R>() : shaped<R>(index, grads_.data(), "grad_view");
   }
   template <int R>
   HostView<float, R> grad_view(std::string_view name) {
@@ -193,7 +195,7 @@ class ParameterStore {
   /// The tensor's values / gradient as a flat [numel] view, whatever its rank.
   HostView<float, 1> flat_view(int index) { return flat(index, values_.data(), "flat_view"); }
   HostView<float, 1> flat_grad_view(int index) {
-    return has_grads_ ? flat(index, grads_.data(), "flat_grad_view") : HostView<float, 1>();
+    return values_only() ? HostView<float, 1>() : flat(index, grads_.data(), "flat_grad_view");
   }
 
   /// The whole value buffer [buffer_size()], padding included. @throws qlip::Error before freeze()
@@ -201,9 +203,9 @@ class ParameterStore {
   HostView<const float, 1> values() const { return whole(values_.data(), "values"); }
   /// The whole gradient buffer [buffer_size()], padding included: the unit of a data-parallel
   /// all-reduce, of the global norm and of clipping. @throws qlip::Error before freeze()
-  HostView<float, 1> grads() { return has_grads_ ? whole(grads_.data(), "grads") : HostView<float, 1>(); }
+  HostView<float, 1> grads() { return values_only() ? HostView<float, 1>() : whole(grads_.data(), "grads"); }
   HostView<const float, 1> grads() const {
-    return has_grads_ ? whole(grads_.data(), "grads") : HostView<const float, 1>();
+    return values_only() ? HostView<const float, 1>() : whole(grads_.data(), "grads");
   }
 
   /// Sets every gradient (and the padding) to zero.
