@@ -154,6 +154,29 @@ TEST(ParameterStore, ErrorsNameTheTensor) {
   test::expect_error_naming([&] { empty.freeze(); }, "no parameters registered");
 }
 
+TEST(ParameterStore, ValuesOnlyStoreHasEmptyGradients) {
+  // Gradients::none (inference): values as usual, every gradient view empty, zero_grad a no-op.
+  ParameterStore store;
+  store.add("a.weight", {2, 3});
+  store.add("b.bias", {5});
+  store.freeze(train::Gradients::none);
+  EXPECT_FALSE(store.has_gradients());
+  EXPECT_TRUE(store.values_only());
+  EXPECT_EQ(store.values().size(0), store.buffer_size());
+  store.view<2>(0)(1, 2) = 4.0f;
+  EXPECT_EQ(store.flat_view(0)(5), 4.0f);
+  EXPECT_TRUE(store.grad_view<2>(0).empty());
+  EXPECT_TRUE(store.flat_grad_view(1).empty());
+  EXPECT_TRUE(store.grads().empty());
+  store.zero_grad();
+  ParameterStore training;
+  training.add("a.weight", {2, 3});
+  training.freeze();
+  EXPECT_TRUE(training.has_gradients());
+  EXPECT_FALSE(training.values_only());
+  EXPECT_EQ(training.grad_view<2>(0).numel(), 6);
+}
+
 TEST(ParameterStore, DefaultNoDecayRule) {
   EXPECT_TRUE(train::default_no_decay("vision_model.encoder.layers.3.layer_norm1.weight", 1));
   EXPECT_TRUE(train::default_no_decay("vision_model.encoder.layers.3.mlp.fc2.bias", 1));
