@@ -427,6 +427,79 @@ inline bool recover_checkpoint_dir(const std::string& dir) {
   return true;
 }
 
+/// Writes a folder with the protocol of the file comment ("Atomicity"): `fill(tmp)` writes every
+/// file into the fresh folder `tmp` (each fsync'd), `verify(tmp)` may refuse the result by throwing,
+/// then the folder replaces `dir` by two renames. `replaceable(dir)` says whether an existing `dir`
+/// may be replaced (a mistyped path must not delete a folder); `refusal` is the error otherwise.
+/// `before_step` sees "verify", "commit" and "swap" (failure injection for tests).
+/// @throws qlip::Error naming the folder or file; `dir` is then unchanged (or recoverable from
+///         `<dir>.old` by recover_checkpoint_dir after a crash between the renames)
+inline void write_folder_atomic(const std::string& dir, const std::function<void(const std::filesystem::path&)>& fill,
+                                const std::function<void(const std::filesystem::path&)>& verify,
+                                const std::function<bool(const std::filesystem::path&)>& replaceable,
+                                const std::string& refusal,
+                                const std::function<void(const std::string&)>& before_step = {}) {
+  namespace fs = std::filesystem;
+  const fs::path p = ckpt_detail::checkpoint_path(dir);
+  const fs::path tmp = ckpt_detail::sibling(p, ".tmp-" + std::to_string(static_cast<long long>(::getpid())));
+  const fs::path old = ckpt_detail::sibling(p, ".old");
+  auto step = [&](const std::string& name) {
+    if (before_step) before_step(name);
+  };
+  std::error_code ec;
+  const bool replacing = fs::exists(p, ec);
+  if (replacing) {
+    QLIP_CHECK(fs::is_directory(p, ec), "write_checkpoint: '", p.string(), "' exists and is not a folder");
+    QLIP_CHECK(replaceable(p), "write_checkpoint: '", p.string(), "' exists and ", refusal, "; refusing to replace it");
+  }
+
+  // ---- 1. the temporary folder ----
+  try {
+    if (!p.parent_path().empty()) fs::create_directories(p.parent_path());
+    fs::remove_all(tmp);  // a leftover of a crashed process that had our pid
+    fs::create_directory(tmp);
+  } catch (const fs::filesystem_error& e) {
+    QLIP_THROW("write_checkpoint: cannot create ", tmp.string(), ": ", e.code().message());
+  }
+  try {
+    fill(tmp);
+    ckpt_detail::fsync_dir(tmp);
+    step("verify");
+    verify(tmp);
+    step("commit");
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+
+  // ---- 2. the swap ----
+  try {
+    if (replacing) {
+      fs::remove_all(old, ec);  // a leftover beside a complete <dir> (recover_checkpoint_dir)
+      ckpt_detail::rename_or_throw(p, old);
+    }
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  try {
+    step("swap");
+    ckpt_detail::rename_or_throw(tmp, p);
+  } catch (...) {
+    if (replacing && ::rename(old.c_str(), p.c_str()) != 0) {
+      // <dir>.old stays the valid checkpoint; recover_checkpoint_dir() renames it back on load.
+      QLIP_CHECK_NOTHROW(false, "could not rename ", old.string(), " back to ", p.string(), ": ",
+                         qlip::detail::errno_string(errno));
+    }
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  ckpt_detail::fsync_dir(p.parent_path());
+  // <dir> is complete now, so <dir>.old (the replaced folder, or a leftover of an interrupted save)
+  // is garbage; failing to remove it leaves what the next load removes.
+  fs::remove_all(old, ec);
+}
+
 /// Writes a checkpoint folder from a frozen store (file comment: layout, atomicity, errors).
 /// @param dir      the folder to create or replace
 /// @param store    the parameters, written under their names as F32
@@ -437,9 +510,7 @@ inline void write_checkpoint(const std::string& dir, const ParameterStore& store
                              const CheckpointWriteOptions& options = {}) {
   namespace fs = std::filesystem;
   QLIP_CHECK(store.frozen(), "write_checkpoint('", dir, "'): the ParameterStore is not frozen");
-  const fs::path p = ckpt_detail::checkpoint_path(dir);
-  const fs::path tmp = ckpt_detail::sibling(p, ".tmp-" + std::to_string(static_cast<long long>(::getpid())));
-  const fs::path old = ckpt_detail::sibling(p, ".old");
+  (void)ckpt_detail::checkpoint_path(dir);  // a path that names no folder fails before any work
   auto step = [&](const std::string& name) {
     if (options.before_step) options.before_step(name);
   };
@@ -510,26 +581,7 @@ inline void write_checkpoint(const std::string& dir, const ParameterStore& store
   }
   std::sort(entries.begin(), entries.end(), ckpt_detail::safetensors_order);
 
-  // ---- the replaced folder must be a checkpoint ----
-  std::error_code ec;
-  const bool replacing = fs::exists(p, ec);
-  if (replacing) {
-    QLIP_CHECK(fs::is_directory(p, ec), "write_checkpoint: '", p.string(), "' exists and is not a folder");
-    const bool looks_like_checkpoint =
-        fs::exists(p / "config.json", ec) || fs::exists(p / "model.safetensors", ec) || fs::is_empty(p, ec);
-    QLIP_CHECK(looks_like_checkpoint, "write_checkpoint: '", p.string(),
-               "' exists and holds neither config.json nor model.safetensors; refusing to replace it");
-  }
-
-  // ---- 1. the temporary folder ----
-  try {
-    if (!p.parent_path().empty()) fs::create_directories(p.parent_path());
-    fs::remove_all(tmp);  // a leftover of a crashed process that had our pid
-    fs::create_directory(tmp);
-  } catch (const fs::filesystem_error& e) {
-    QLIP_THROW("write_checkpoint: cannot create ", tmp.string(), ": ", e.code().message());
-  }
-  try {
+  const auto fill = [&](const fs::path& tmp) {
     step("model.safetensors");
     write_safetensors((tmp / "model.safetensors").string(), entries, {{"format", "pt"}});
     step("config.json");
@@ -541,52 +593,28 @@ inline void write_checkpoint(const std::string& dir, const ParameterStore& store
       step(f->name);
       qlip::detail::write_file_atomic((tmp / f->name).string(), f->bytes.data(), f->bytes.size());
     }
+    std::error_code ec;
     for (const GeneratedFile& g : contents.generated_files) {
       step(g.name);
       const std::string path = (tmp / g.name).string();
       g.write(path);
       QLIP_CHECK(fs::is_regular_file(path, ec), "write_checkpoint: the writer of '", g.name, "' did not create ", path);
     }
-    ckpt_detail::fsync_dir(tmp);
-    // What is committed must load: the loader's own detection and cross-checks on the new folder,
-    // and the structure it detects must be the one config.json was written for.
-    step("verify");
+  };
+  // What is committed must load: the loader's own detection and cross-checks on the new folder,
+  // and the structure it detects must be the one config.json was written for.
+  const auto verify = [&](const fs::path& tmp) {
     const Checkpoint written = open_checkpoint(tmp.string());
     const std::vector<std::string> diff = config_differences(written.structure, contents.structure, "the config");
     QLIP_CHECK(diff.empty(), "write_checkpoint('", dir, "'): the store's tensors do not have the structure of ",
                "CheckpointContents::structure: ", diff.empty() ? "" : diff.front());
-    step("commit");
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-
-  // ---- 2. the swap ----
-  try {
-    if (replacing) {
-      fs::remove_all(old, ec);  // a leftover beside a complete <dir> (recover_checkpoint_dir)
-      ckpt_detail::rename_or_throw(p, old);
-    }
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  try {
-    step("swap");
-    ckpt_detail::rename_or_throw(tmp, p);
-  } catch (...) {
-    if (replacing && ::rename(old.c_str(), p.c_str()) != 0) {
-      // <dir>.old stays the valid checkpoint; recover_checkpoint_dir() renames it back on load.
-      QLIP_CHECK_NOTHROW(false, "could not rename ", old.string(), " back to ", p.string(), ": ",
-                         qlip::detail::errno_string(errno));
-    }
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  ckpt_detail::fsync_dir(p.parent_path());
-  // <dir> is complete now, so <dir>.old (the replaced folder, or a leftover of an interrupted save)
-  // is garbage; failing to remove it leaves what the next load removes.
-  fs::remove_all(old, ec);
+  };
+  const auto is_checkpoint = [](const fs::path& p) {
+    std::error_code ec;
+    return fs::exists(p / "config.json", ec) || fs::exists(p / "model.safetensors", ec) || fs::is_empty(p, ec);
+  };
+  write_folder_atomic(dir, fill, verify, is_checkpoint, "holds neither config.json nor model.safetensors",
+                      options.before_step);
 }
 
 // ---------------------------------------------------------------------------------------------
