@@ -60,11 +60,11 @@ minutes2=$(awk "BEGIN{print $minutes * 0.12}")
 cp "$out/train/loss.png" "$out/loss.png"
 
 # The unified model (docs/UM3.md, "The demo"): 1000 steps of 16 rows; the text share falls from
-# 2:1:4 to 1:1:4 (the paper's 60:1:3 -> 12:1:3 is for a 1B model with billions of tokens: here the
+# 2:2:4 to 1:2:4 (the paper's 60:1:3 -> 12:1:3 is for a 1B model with billions of tokens: here the
 # image tasks need most of the rows); guidance scale 3 for the images, greedy captions.
 "$bin/um3_train" --qlip "$out/train_stage2/checkpoint" --out "$out/um3" --threads "$threads" \
   --max-minutes "$um3_minutes" --steps 1000 --batch 16 --warmup 50 --lr 3e-3 \
-  --ratio-start 2:1:4 --ratio-end 1:1:4 --save-every 250 --log-every 50
+  --ratio-start 2:2:4 --ratio-end 1:2:4 --save-every 250 --log-every 50
 "$bin/um3_eval" "$out/um3/checkpoint" --threads "$threads" --per-class 20 --cfg 3 --captions 1000 \
   --train-summary "$out/um3/train_summary.json" --json "$out/um3_metrics.json" --grid "$out/um3_grid.png"
 "$bin/um3_sample" "$out/um3/checkpoint" --threads "$threads" --text "A fool" --max-tokens 40 --seed 1
