@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <type_traits>
 
 #include "qlip/core.hpp"
 
@@ -46,6 +47,10 @@ TEST(TensorView, ConstConversionAndConcepts) {
   static_assert(!view_for<HostView<float, 2>, cuda_backend, 2>);
   static_assert(!view_for<DeviceView<float, 2>, cpu_backend, 2>);
   static_assert(backend<cpu_backend> && backend<cuda_backend>);
+  // Only to a read-only view of the same element type (the conversion's U is deduced).
+  static_assert(std::is_convertible_v<HostView<float, 2>, HostView<const float, 2>>);
+  static_assert(!std::is_convertible_v<HostView<float, 2>, HostView<const bf16, 2>>);
+  static_assert(!std::is_convertible_v<HostView<bf16, 2>, HostView<const float, 2>>);
 }
 
 TEST(CheckShape, NamesArgumentAndShapes) {
@@ -138,6 +143,13 @@ TEST(DType, Bf16AndF16RoundTrips) {
   EXPECT_EQ(bf16(1.0f).bits, 0x3f80);
   EXPECT_EQ(float(bf16(3.14159f)), 3.140625f);  // round to nearest
   EXPECT_TRUE(std::isnan(float(bf16(std::numeric_limits<float>::quiet_NaN()))));
+  // round_to_bf16: ties to even (1 + 2^-8 is halfway between 1 and 1 + 2^-7), above half rounds up.
+  const float src[3] = {1.0f + 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, 1.0f + 3 * 0x1p-8f};
+  bf16 dst[3];
+  round_to_bf16(src, dst, 3);
+  EXPECT_EQ(float(dst[0]), 1.0f);
+  EXPECT_EQ(float(dst[1]), 1.0f + 0x1p-7f);
+  EXPECT_EQ(float(dst[2]), 1.0f + 0x1p-6f);
   // Every finite f16 value survives f16 → f32 → f16 exactly.
   for (std::uint32_t h = 0; h < 0x10000; ++h) {
     if (((h >> 10) & 0x1f) == 0x1f) continue;  // inf / NaN

@@ -327,6 +327,79 @@ TEST(CpuLinear, PackedWeightGivesTheSameBitsAsTheView) {
   }
 }
 
+/// A bf16 copy of w (round to nearest even) and the same rounded values as an fp32 matrix.
+struct Bf16Weight {
+  Tensor<bf16, 2> bits;
+  Tensor<float, 2> widened;
+};
+Bf16Weight round_weight(HostView<const float, 2> w) {
+  Bf16Weight r{Tensor<bf16, 2>(w.shape()), Tensor<float, 2>(w.shape())};
+  for (std::int64_t i = 0; i < w.size(0); ++i)
+    for (std::int64_t j = 0; j < w.size(1); ++j) {
+      r.bits(i, j) = bf16(w(i, j));
+      r.widened(i, j) = static_cast<float>(r.bits(i, j));
+    }
+  return r;
+}
+
+/// bf16-weight linear against the reference on the same bf16 weights, and against the fp32 linear
+/// on the widened weights (the only difference from fp32 decoding is the weights' rounding).
+void check_linear_bf16(std::int64_t m, std::int64_t k, std::int64_t n, Layout lx, Layout ly, bool bias) {
+  SCOPED_TRACE(::testing::Message() << m << "x" << k << "->" << n << " x=" << name(lx) << " y=" << name(ly)
+                                    << (bias ? " bias" : " no-bias"));
+  Matrix x = make_matrix(m, k, lx, 21);
+  Matrix w = make_matrix(n, k, Layout::row, 22, 1.0f / std::sqrt(static_cast<float>(std::max<std::int64_t>(k, 1))));
+  Matrix bias_storage = make_matrix(2, n, Layout::row, 23);
+  HostView<const float, 1> b = bias ? HostView<const float, 1>(bias_storage.view.select(0, 1)) : HostView<const float, 1>();
+  const Bf16Weight w16 = round_weight(w.view);
+  Matrix y = make_matrix(m, n, ly, 24);
+  Matrix y_ref = make_matrix(m, n, Layout::row, 25), y_f32 = make_matrix(m, n, Layout::row, 26);
+  ops::linear(cpu_backend{}, x.view, w16.bits.view(), b, y.view);
+  reference::linear(x.view, w16.bits.view(), b, y_ref.view);
+  ops::linear(cpu_backend{}, x.view, w16.widened.view(), b, y_f32.view);
+  EXPECT_TRUE(all_close(y.view, y_ref.view, kF32Reduction));
+  EXPECT_TRUE(all_close(y.view, y_f32.view, kF32Reduction));
+  EXPECT_TRUE(y.untouched()) << "linear wrote outside y";
+}
+
+TEST(CpuLinearBf16, StreamingAndBlockedPathsMatchReference) {
+  // M = 1 (one sequential row), 2..8 (tiles), 9+ (widened blocks through the SGEMM); K around the
+  // 16-element chunks and the 32-element lines of the one-row kernel; N around the tile widths
+  // and the 256-row blocks.
+  for (std::int64_t m : {1, 2, 3, 4, 5, 8, 9, 40})
+    for (std::int64_t k : {1, 15, 16, 17, 33, 48, 300})
+      for (std::int64_t n : {1, 5, 13, 257}) check_linear_bf16(m, k, n, Layout::row, Layout::row, m % 2 == 1);
+  check_linear_bf16(1, 768, 300, Layout::padded, Layout::strided, true);
+  check_linear_bf16(6, 768, 70, Layout::strided, Layout::padded, false);
+  check_linear_bf16(3, 0, 4, Layout::row, Layout::row, true);  // K = 0: y = bias
+}
+
+TEST(CpuLinearBf16, ThreadCountsGiveTheSameBits) {
+  for (std::int64_t m : {1, 5, 12}) {
+    Matrix x = make_matrix(m, 700, Layout::row, 1);
+    Matrix w = make_matrix(999, 700, Layout::row, 2, 0.05f);
+    const Bf16Weight w16 = round_weight(w.view);
+    Matrix y1 = make_matrix(m, 999, Layout::row, 3), y3 = make_matrix(m, 999, Layout::row, 4);
+    const int saved = num_threads();
+    set_num_threads(1);
+    ops::linear(cpu_backend{}, x.view, w16.bits.view(), {}, y1.view);
+    set_num_threads(3);
+    ops::linear(cpu_backend{}, x.view, w16.bits.view(), {}, y3.view);
+    set_num_threads(saved);
+    EXPECT_TRUE(all_close(y3.view, y1.view, kExact)) << "M = " << m;
+  }
+}
+
+TEST(CpuLinearBf16, BadArgumentsNameTheProblem) {
+  Tensor<float, 2> x({4, 5}), y({4, 3});
+  Tensor<bf16, 2> w_bad({3, 6}), w_t({5, 3});
+  test::expect_error_naming([&] { ops::linear(cpu_backend{}, x.view(), w_bad.view(), {}, y.view()); },
+                            "w has shape [3, 6], expected [N, 5]");
+  test::expect_error_naming(
+      [&] { ops::linear(cpu_backend{}, x.view(), HostView<const bf16, 2>(w_t.view()).transpose(0, 1), {}, y.view()); },
+      "bf16 weight needs unit stride along K");
+}
+
 using test::expect_error_naming;
 
 TEST(CpuLinear, PackedWeightBadShapesNameTheArgument) {

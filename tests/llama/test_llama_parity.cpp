@@ -3,7 +3,8 @@
 ///        random-weight folders (tools/make_llama_fixtures.py): GQA and multi-head attention,
 ///        llama3 RoPE scaling and plain RoPE, tied and untied heads, diff-form and full-form
 ///        config.json, one file and shards. Logits within kF32Model (1e-4 relative); KV-cache
-///        decoding, one token at a time or in chunks, equals the full recomputation.
+///        decoding, one token at a time or in chunks, equals the full recomputation; bf16 decoding
+///        weights equal fp32 ones rounded to bf16.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -141,6 +142,55 @@ TEST(LlamaKvCache, LastTokenLogitsAreTheLastRows) {
   for (std::int64_t i = 0; i < b; ++i)
     EXPECT_TRUE(test::all_close(last.view().slice(0, i, i + 1), full.view().slice(0, i * t + t - 1, i * t + t),
                                 test::kF32Op));
+}
+
+/// The weights bf16 decoding multiplies by in bf16: every projection and an untied LM head (norm
+/// gains and the embedding rows stay fp32).
+bool decoded_in_bf16(const std::string& name) {
+  return name.ends_with("_proj.weight") || name == "lm_head.weight";
+}
+
+/// With set_decode_weights(bf16) the logits (prefill: the blocked path; token by token: the
+/// streaming path) equal the fp32 model's whose projection and head weights were rounded to bf16:
+/// rounding is the only change. f32 afterwards gives the original model's logits back exactly.
+template <LlamaConfig C>
+void expect_bf16_decoding_is_rounded_weights(const char* name) {
+  SCOPED_TRACE(name);
+  const std::string dir = llama_fixture(name);
+  auto bf = load_llama_folder<C>(dir);
+  auto rounded = load_llama_folder<C>(dir);
+  for (int i = 0; i < rounded.store.size(); ++i) {
+    if (!decoded_in_bf16(rounded.store.info(i).name)) continue;
+    HostView<float, 1> v = rounded.store.flat_view(i);
+    for (std::int64_t j = 0; j < v.size(0); ++j) v(j) = static_cast<float>(bf16(v(j)));
+  }
+  const Expected e = read_expected(dir);
+  const std::int64_t b = e.ids.size(0), t = e.ids.size(1);
+  const Tensor<float, 2> fp32 = prefill_logits(*bf.model, e.ids);
+  const Tensor<float, 2> want = prefill_logits(*rounded.model, e.ids);
+  bf.model->set_decode_weights(nn::DecodeWeights::bf16);
+  EXPECT_EQ(bf.model->decode_weights(), nn::DecodeWeights::bf16);
+  EXPECT_TRUE(test::all_close(prefill_logits(*bf.model, e.ids).view(), want.view(), test::kF32Op));
+  nn::KvCache<C> cache(b, t);
+  Arena arena(bf.model->decode_workspace_bytes(b, 1));
+  for (std::int64_t s = 0; s < t; ++s) {
+    Tensor<std::int32_t, 1> ids({b});
+    for (std::int64_t i = 0; i < b; ++i) ids(i) = e.ids(i, s);
+    Tensor<float, 2> step({b, C.vocab_size});
+    bf.model->decode(arena, ids.view(), cache, b, 1, step.view());
+    for (std::int64_t i = 0; i < b; ++i)
+      EXPECT_TRUE(test::all_close(step.view().slice(0, i, i + 1), want.view().slice(0, i * t + s, i * t + s + 1),
+                                  test::kF32Op))
+          << "sequence " << i << " position " << s;
+  }
+  bf.model->set_decode_weights(nn::DecodeWeights::f32);
+  EXPECT_EQ(bf.model->decode_weights(), nn::DecodeWeights::f32);
+  EXPECT_TRUE(test::all_close(prefill_logits(*bf.model, e.ids).view(), fp32.view(), test::kExact));
+}
+
+TEST(LlamaBf16Decoding, EqualsTheModelWithRoundedWeights) {
+  expect_bf16_decoding_is_rounded_weights<kLlamaMhaUntied>("mha-untied-sharded");
+  expect_bf16_decoding_is_rounded_weights<kLlamaGqaUntiedV5>("gqa-untied-v5");
 }
 
 }  // namespace

@@ -46,6 +46,11 @@ struct bf16 {
   }
 };
 
+/// dst[i] = bf16(src[i]) for n values, rounded to nearest even (a weight copy for decoding).
+inline void round_to_bf16(const float* src, bf16* dst, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) dst[i].bits = bf16::from_float(src[i]);
+}
+
 /// IEEE binary16 storage. Conversions are exact bit manipulations (no hardware half needed).
 struct f16 {
   std::uint16_t bits = 0;

@@ -64,9 +64,10 @@ class TensorView {
   /// Contiguous row-major view.
   TensorView(T* base, const Extents<R>& shape) : TensorView(base, shape, contiguous_strides<R>(shape)) {}
 
-  /// Implicit conversion to a read-only view. (The target type names U, not T, so that clang does
-  /// not see a self-conversion in TensorView<const X> and warn, -Wclass-conversion.)
-  template <class U = T, class = std::enable_if_t<!std::is_const_v<U>>>
+  /// Implicit conversion to a read-only view of the same element type. (The target type names U,
+  /// not T, so that clang does not see a self-conversion in TensorView<const X> and warn,
+  /// -Wclass-conversion; U is deduced from the target, so it must be checked to be T.)
+  template <class U = T, class = std::enable_if_t<!std::is_const_v<U> && std::is_same_v<U, T>>>
   QLIP_HOST_DEVICE operator TensorView<const U, R, M>() const {
     return TensorView<const U, R, M>(base_, shape_, strides_, offset_);
   }

@@ -11,7 +11,9 @@
 /// Inference: a KvCache preallocated for B sequences of up to S positions; decode() runs new tokens
 /// of every sequence at positions [length, length + T), appends their keys and values in place and
 /// returns the logits of each sequence's last token (or of every new token). Decoding one token at
-/// a time gives the logits a full recomputation gives (tests/llama).
+/// a time gives the logits a full recomputation gives (tests/llama). set_decode_weights(bf16) makes
+/// decoding multiply by bf16 copies of every projection and of the LM head (the embedding rows are
+/// still read in fp32: one row per token).
 #pragma once
 
 #include <algorithm>
@@ -164,6 +166,23 @@ class LlamaModel {
 
   // ---- inference ----
 
+  /// Decodes with bf16 copies of the weights rounded from the bound values now, or with the fp32
+  /// weights (f32, the default; frees the copies). Host float backends only. The copies are a
+  /// snapshot: call it again after loading or training changes the weights.
+  void set_decode_weights(DecodeWeights which)
+    requires(Block::kHostFloat)
+  {
+    for (auto& b : blocks_) b.set_decode_weights(which);
+    head_bf16_ = {};
+    if (which == DecodeWeights::bf16) {
+      const CView<2> w = head_weight();
+      QLIP_CHECK(w.is_contiguous(), "llama: set_decode_weights needs bound, contiguous weights");
+      head_bf16_ = Tensor<bf16, 2>(w.shape());
+      round_to_bf16(w.data(), head_bf16_.data(), w.numel());
+    }
+  }
+  DecodeWeights decode_weights() const { return blocks_[0].decode_weights(); }
+
   /// Arena bytes decode() needs for `batch` sequences of `tokens` new tokens (kOpScratchBytes
   /// included).
   static std::size_t decode_workspace_bytes(std::int64_t batch, std::int64_t tokens) {
@@ -203,12 +222,12 @@ class LlamaModel {
     const View<2> normed = arena.template tensor<T, 2>({n, kD});
     rms_norm(be_, CView<2>(x), norm.value, rt_.rms_eps, normed);
     if (every) {
-      linear(be_, CView<2>(normed), head_weight(), CView<1>(), logits);
+      decode_head(CView<2>(normed), logits);
     } else {
       // Row b·T + T − 1 of each sequence: a strided view, no copy.
       const View<2> last(normed.base(), {batch, kD}, {tokens * normed.stride(0), normed.stride(1)},
                          normed.offset() + (tokens - 1) * normed.stride(0));
-      linear(be_, CView<2>(last), head_weight(), CView<1>(), logits);
+      decode_head(CView<2>(last), logits);
     }
     cache.advance(tokens);
   }
@@ -237,6 +256,16 @@ class LlamaModel {
       return CView<2>(embed.value);
     else
       return CView<2>(head.value);
+  }
+  /// logits = x·headᵀ with the bf16 copy when there is one.
+  void decode_head(CView<2> x, View<2> logits) const {
+    if constexpr (Block::kHostFloat) {
+      if (head_bf16_.numel() > 0) {
+        linear(be_, x, head_bf16_.view(), CView<1>(), logits);
+        return;
+      }
+    }
+    linear(be_, x, head_weight(), CView<1>(), logits);
   }
   View<2> head_grad() const {
     if constexpr (C.tied)
@@ -273,6 +302,7 @@ class LlamaModel {
   std::array<Block, kLayers> blocks_;
   RopeTable rope_;
   std::vector<std::int64_t> positions_;
+  Tensor<bf16, 2> head_bf16_;  // empty: the head decodes in fp32
 };
 
 }  // namespace qlip::nn

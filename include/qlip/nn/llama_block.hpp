@@ -14,16 +14,20 @@
 /// Contract as nn/transformer_block.hpp: forward_train writes y (=) and fills `saved`; backward
 /// writes dx (=) and accumulates the bound parameter gradients (+=). forward_cached updates the
 /// residual stream in place, appends the new keys/values to the cache and allocates only from the
-/// arena (decode_workspace_bytes).
+/// arena (decode_workspace_bytes). Decoding multiplies by the fp32 weights, or by bf16 copies of
+/// them (set_decode_weights; host float backends), which halves the bytes a memory-bound step reads.
 #pragma once
 
 #include <cmath>
+#include <array>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
 #include "qlip/core/carve.hpp"
+#include "qlip/core/dtype.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
 #include "qlip/nn/llama_config.hpp"
@@ -40,6 +44,10 @@ struct LlamaRope {
   TensorView<const float, 2, M> sin;
   const std::int64_t* positions = nullptr;
 };
+
+/// The weights decoding multiplies by: the fp32 parameters themselves, or bf16 copies rounded from
+/// them (round to nearest even; activations, norms, attention and sums stay fp32).
+enum class DecodeWeights { f32, bf16 };
 
 /// One layer's slice of a KV cache: keys and values after RoPE, [B, S_max, Hkv, Dh] each.
 template <class T, memory_space M>
@@ -70,6 +78,8 @@ class LlamaBlock {
   static constexpr std::int64_t kI = C.intermediate;
   /// q | k | v columns of the saved projection buffer.
   static constexpr std::int64_t kWqkv = kWq + 2 * kWkv;
+  /// Float activations in host memory: the backends that can decode with bf16 weights.
+  static constexpr bool kHostFloat = std::is_same_v<T, float> && std::is_same_v<Mem, host_memory>;
 
   explicit LlamaBlock(B be = {}) : be_(be) {
     q_w.shape = {kWq, kD};
@@ -118,18 +128,20 @@ class LlamaBlock {
     Carver<T, Mem> c(saved, saved_size);
     const Saved s = carve_saved(c, batch, tokens);
     rms_norm_train(be_, x, norm_in.value, eps, s.n1, s.rstd1);
-    project_qkv(CView<2>(s.n1), s.qkv);
+    project(CView<2>(s.n1), kQ, s.qkv.slice(1, 0, kWq), false);
+    project(CView<2>(s.n1), kK, s.qkv.slice(1, kWq, kWq + kWkv), false);
+    project(CView<2>(s.n1), kV, s.qkv.slice(1, kWq + kWkv, kWqkv), false);
     const View<4> q = heads(s.qkv, 0, kHeads, batch, tokens), k = heads(s.qkv, kWq, kKvHeads, batch, tokens),
                   v = heads(s.qkv, kWq + kWkv, kKvHeads, batch, tokens);
     apply_rope_half(be_, q, rope.cos, rope.sin, rope.positions);
     apply_rope_half(be_, k, rope.cos, rope.sin, rope.positions);
     attention_train(be_, arena, CView<4>(q), CView<4>(k), CView<4>(v), heads(s.attn, 0, kHeads, batch, tokens), s.lse,
                     attention_scale(), AttentionMask::causal);
-    linear(be_, CView<2>(s.attn), o_w.value, CView<1>(), s.h);
+    project(CView<2>(s.attn), kO, s.h, false);
     add_inplace(be_, x, s.h);
     rms_norm_train(be_, CView<2>(s.h), norm_post.value, eps, s.n2, s.rstd2);
-    mlp_up(CView<2>(s.n2), s.up, s.act);
-    linear(be_, CView<2>(s.act), down_w.value, CView<1>(), y);
+    mlp_up(CView<2>(s.n2), s.up, s.act, false);
+    project(CView<2>(s.act), kDown, y, false);
     add_inplace(be_, CView<2>(s.h), y);
   }
 
@@ -209,9 +221,9 @@ class LlamaBlock {
     const View<2> attn = arena.template tensor<T, 2>({n, kWq});
     const View<2> up = arena.template tensor<T, 2>({n, 2 * kI}), act = arena.template tensor<T, 2>({n, kI});
     rms_norm(be_, CView<2>(x), norm_in.value, eps, normed);
-    linear(be_, CView<2>(normed), q_w.value, CView<1>(), q);
-    linear(be_, CView<2>(normed), k_w.value, CView<1>(), k_new);
-    linear(be_, CView<2>(normed), v_w.value, CView<1>(), v_new);
+    project(CView<2>(normed), kQ, q, true);
+    project(CView<2>(normed), kK, k_new, true);
+    project(CView<2>(normed), kV, v_new, true);
     apply_rope_half(be_, heads(q, 0, kHeads, batch, tokens), rope.cos, rope.sin, rope.positions);
     const View<4> k4 = heads(k_new, 0, kKvHeads, batch, tokens), v4 = heads(v_new, 0, kKvHeads, batch, tokens);
     apply_rope_half(be_, k4, rope.cos, rope.sin, rope.positions);
@@ -225,13 +237,32 @@ class LlamaBlock {
     attention(be_, arena, CView<4>(heads(q, 0, kHeads, batch, tokens)), keys, values,
               heads(attn, 0, kHeads, batch, tokens), attention_scale(), AttentionMask::causal);
     // x += o_proj(attn), through the normed buffer (free again).
-    linear(be_, CView<2>(attn), o_w.value, CView<1>(), normed);
+    project(CView<2>(attn), kO, normed, true);
     add_inplace(be_, CView<2>(normed), x);
     rms_norm(be_, CView<2>(x), norm_post.value, eps, normed);
-    mlp_up(CView<2>(normed), up, act);
-    linear(be_, CView<2>(act), down_w.value, CView<1>(), normed);
+    mlp_up(CView<2>(normed), up, act, true);
+    project(CView<2>(act), kDown, normed, true);
     add_inplace(be_, CView<2>(normed), x);
   }
+
+  /// Host float backends only: bf16 makes bf16 copies of the seven projection weights from the
+  /// bound values now (forward_cached reads them from then on); f32 frees them. Training reads the
+  /// fp32 values only, so call it again after the weights change.
+  void set_decode_weights(DecodeWeights which)
+    requires(kHostFloat)
+  {
+    for (int i = 0; i < kProjections; ++i) {
+      if (which == DecodeWeights::f32) {
+        bf16_[i] = {};
+        continue;
+      }
+      const P<2>& w = weight(static_cast<Projection>(i));
+      QLIP_CHECK(w.value.is_contiguous(), "llama layer: set_decode_weights needs bound, contiguous weights");
+      bf16_[i] = Tensor<bf16, 2>(w.value.shape());
+      round_to_bf16(w.value.data(), bf16_[i].data(), w.value.numel());
+    }
+  }
+  DecodeWeights decode_weights() const { return bf16_[0].numel() > 0 ? DecodeWeights::bf16 : DecodeWeights::f32; }
 
   /// Dh^-½, the logit scale.
   static T attention_scale() { return static_cast<T>(1.0 / std::sqrt(static_cast<double>(kHeadDim))); }
@@ -240,6 +271,9 @@ class LlamaBlock {
   P<1> norm_in, norm_post;
 
  private:
+  /// The projections, in visit order: index into bf16_.
+  enum Projection { kQ, kK, kV, kO, kGate, kUp, kDown, kProjections };
+
   struct Saved {
     View<2> n1;      // [N, D] RMSNorm_in(x)
     View<1> rstd1;   // [N]
@@ -294,20 +328,30 @@ class LlamaBlock {
     check_shape(v, {batch * tokens, kD}, what);
   }
 
-  void project_qkv(CView<2> normed, View<2> qkv) const {
-    linear(be_, normed, q_w.value, CView<1>(), qkv.slice(1, 0, kWq));
-    linear(be_, normed, k_w.value, CView<1>(), qkv.slice(1, kWq, kWq + kWkv));
-    linear(be_, normed, v_w.value, CView<1>(), qkv.slice(1, kWq + kWkv, kWqkv));
+  const P<2>& weight(Projection p) const {
+    const P<2>* const ws[kProjections] = {&q_w, &k_w, &v_w, &o_w, &gate_w, &up_w, &down_w};
+    return *ws[p];
+  }
+  /// y = x·Wᵀ for projection p: its bf16 copy when decoding with one, else the fp32 weight.
+  void project(CView<2> x, Projection p, View<2> y, bool decoding) const {
+    if constexpr (kHostFloat) {
+      if (decoding && bf16_[p].numel() > 0) {
+        linear(be_, x, bf16_[p].view(), CView<1>(), y);
+        return;
+      }
+    }
+    linear(be_, x, CView<2>(weight(p).value), CView<1>(), y);
   }
   /// up = gate_proj(n) | up_proj(n) and act = silu(gate) ⊙ up.
-  void mlp_up(CView<2> normed, View<2> up, View<2> act) const {
+  void mlp_up(CView<2> normed, View<2> up, View<2> act, bool decoding) const {
     const View<2> gate = up.slice(1, 0, kI), lin = up.slice(1, kI, 2 * kI);
-    linear(be_, normed, gate_w.value, CView<1>(), gate);
-    linear(be_, normed, up_w.value, CView<1>(), lin);
+    project(normed, kGate, gate, decoding);
+    project(normed, kUp, lin, decoding);
     swiglu(be_, CView<2>(gate), CView<2>(lin), act);
   }
 
   B be_;
+  std::array<Tensor<bf16, 2>, kProjections> bf16_;  // empty: decode with the fp32 weights
 };
 
 }  // namespace qlip::nn

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "qlip/core/backend.hpp"
+#include "qlip/core/dtype.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
 
@@ -26,9 +27,10 @@ void check_gemm_shapes(const TensorView<const float, 2, M>& a, const TensorView<
   check_shape(c, {m, n}, "gemm: c");
 }
 
-/// Checks x[M,K]·w[N,K]ᵀ + bias[N] → y[M,N]; an empty bias means "no bias".
-template <class T, class M>
-void check_linear_shapes(const TensorView<const T, 2, M>& x, const TensorView<const T, 2, M>& w,
+/// Checks x[M,K]·w[N,K]ᵀ + bias[N] → y[M,N]; an empty bias means "no bias". W is the weight's
+/// storage type (T, or bf16 for decoding weights).
+template <class T, class W, class M>
+void check_linear_shapes(const TensorView<const T, 2, M>& x, const TensorView<const W, 2, M>& w,
                          const TensorView<const T, 1, M>& bias, const TensorView<T, 2, M>& y) {
   const std::int64_t m = x.size(0), k = x.size(1), n = w.size(0);
   QLIP_CHECK(w.size(1) == k, "linear: w has shape ", shape_string<2>(w.shape()), ", expected [N, ", k,
@@ -101,6 +103,23 @@ void linear(HostView<const T, 2> x, HostView<const T, 2> w, HostView<const T, 1>
 inline void linear(HostView<const float, 2> x, HostView<const float, 2> w, HostView<const float, 1> bias,
                    HostView<float, 2> y) {
   linear<float>(x, w, bias, y);
+}
+
+/// y = x·wᵀ + bias with w stored in bfloat16 (each weight widened exactly to float, then the sum in
+/// double): the oracle of every backend's bf16-weight linear (the decoding option of nn/llama.hpp).
+/// Shapes as linear().
+inline void linear(HostView<const float, 2> x, HostView<const bf16, 2> w, HostView<const float, 1> bias,
+                   HostView<float, 2> y) {
+  detail::check_linear_shapes(x, w, bias, y);
+  const std::int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      double acc = bias.empty() ? 0.0 : static_cast<double>(bias(j));
+      for (std::int64_t p = 0; p < k; ++p)
+        acc += static_cast<double>(x(i, p)) * static_cast<double>(static_cast<float>(w(j, p)));
+      y(i, j) = static_cast<float>(acc);
+    }
+  }
 }
 
 /// Backward of y = x·wᵀ + bias for the upstream gradient dy [M, N]:

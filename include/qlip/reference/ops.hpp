@@ -47,6 +47,11 @@ template <class T>
 void linear(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> w, HostArg<const T, 1> bias, HostArg<T, 2> y) {
   reference::linear<T>(x, w, bias, y);
 }
+/// bf16 weights (decoding), float activations.
+inline void linear(ref<float>, HostView<const float, 2> x, HostView<const bf16, 2> w, HostView<const float, 1> bias,
+                   HostView<float, 2> y) {
+  reference::linear(x, w, bias, y);
+}
 template <class T>
 void linear_backward(ref<T>, HostArg<const T, 2> x, HostArg<const T, 2> w, HostArg<const T, 2> dy, HostArg<T, 2> dx,
                      HostArg<T, 2> dw, HostArg<T, 1> db) {
