@@ -29,6 +29,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/inputs.hpp"
+#include "cli/program.hpp"
 #include "cli/progress.hpp"
 #include "cli/util.hpp"
 #include "configs/small_qlip_configs.hpp"
@@ -272,22 +273,12 @@ int main(int argc, char** argv) {
   app.add_option("--probe-l2", o.probe.l2, "L2 penalty of the logistic regression")->check(CLI::NonNegativeNumber);
   app.add_option("--batch", o.batch, "images per forward pass")->check(CLI::PositiveNumber);
   app.add_option("--group-size", o.group_size, "bits per group for the codebook entropy")->check(CLI::Range(1, 16));
-  app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  cli::add_threads_option(app, o.threads);
   app.add_flag("-q,--quiet", o.quiet, "no progress bars or notes");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
-  try {
-    if (o.threads > 0) omp_set_num_threads(o.threads);
+  return cli::run_program(app, argc, argv, "qlip-eval", o.threads, [&] {
     cli::check_checkpoint_folder(o.checkpoint);
     int rc = 0;
     with_qlip_model<ExampleQlipConfigs>(o.checkpoint, [&](auto& model) { rc = evaluate(model, o); });
     return rc;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "qlip-eval: error: %s\n", cli::one_line_message(e.what(), false).c_str());
-    return 1;
-  }
+  });
 }

@@ -24,6 +24,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/program.hpp"
 #include "cli/util.hpp"
 #include "qlip/data/text_corpus.hpp"
 #include "qlip/io/detail/file.hpp"
@@ -41,6 +42,7 @@ struct Options {
   sample::SamplerConfig sampler{1.0f, 0, 1.0f, 3.0f};
   std::uint64_t seed = 0;
   int threads = 0;
+  nn::DecodeWeights decode_weights = nn::DecodeWeights::f32;
 };
 
 /// Seconds since `t0`.
@@ -52,6 +54,7 @@ template <class Tag>
 int evaluate(const Options& o) {
   constexpr LlamaConfig C = Tag::config;
   LoadedUm3<Tag> um3 = load_um3_folder<Tag>(o.model);
+  um3.llama.model->set_decode_weights(o.decode_weights);
   const Um3Text& text = um3.files.text;
   const std::string qlip_dir = o.qlip.empty() ? um3.files.qlip : o.qlip;
   const DemoQlip qlip = DemoQlip::load(qlip_dir);
@@ -61,6 +64,7 @@ int evaluate(const Options& o) {
   j["model"] = o.model;
   j["config"] = Tag::name;
   j["qlip"] = qlip_dir;
+  j["decode_weights"] = o.decode_weights == nn::DecodeWeights::bf16 ? "bf16" : "f32";
 
   // The probe, fit on real training images; its accuracy on real test images is the ceiling.
   auto t0 = std::chrono::steady_clock::now();
@@ -126,15 +130,9 @@ int evaluate(const Options& o) {
   // Held-out text.
   t0 = std::chrono::steady_clock::now();
   const data::TextSplit corpus = data::split_held_out(o.corpus.empty() ? data::read_fortunes() : data::read_fortunes(o.corpus));
-  std::vector<std::int32_t> stream;
+  const std::vector<std::int32_t> stream = text.entry_stream(corpus.held_out);
   std::int64_t bytes = 0;
-  for (const std::string& e : corpus.held_out) {
-    stream.push_back(text.vocab.bos);
-    const std::vector<std::int32_t> ids = text.bpe.encode(e);
-    stream.insert(stream.end(), ids.begin(), ids.end());
-    stream.push_back(text.vocab.eos);
-    bytes += static_cast<std::int64_t>(e.size());
-  }
+  for (const std::string& e : corpus.held_out) bytes += static_cast<std::int64_t>(e.size());
   um3::Generator<C, cpu_backend> lm(*um3.llama.model, text.vocab, 16, o.window);
   const um3::TextNll nll = lm.text_nll(stream, o.window);
   const double text_seconds = since(t0);
@@ -186,29 +184,16 @@ int main(int argc, char** argv) {
   app.add_option("--json", o.json, "write the metrics to this JSON file");
   app.add_option("--grid", o.grid, "write a PNG with a row of generated images per class");
   app.add_option("--per-class", o.per_class, "images generated per class prompt")->check(CLI::PositiveNumber);
-  app.add_option("--cfg", o.sampler.cfg_scale, "classifier-free guidance scale (1: none)");
-  app.add_option("--temperature", o.sampler.temperature, "sampling temperature of the images (0: greedy)");
-  app.add_option("--top-k", o.sampler.top_k, "top-k of the images (0: off)");
-  app.add_option("--top-p", o.sampler.top_p, "top-p of the images (1: off)");
-  app.add_option("--seed", o.seed, "sampling seed");
+  cli::add_sampler_options(app, o.sampler, o.seed);
+  cli::add_decode_weights_option(app, o.decode_weights);
   app.add_option("--captions", o.captions, "test images captioned")->check(CLI::PositiveNumber);
   app.add_option("--probe-train", o.probe_train, "training images the probe is fit on")->check(CLI::PositiveNumber);
   app.add_option("--window", o.window, "tokens per perplexity window")->check(CLI::PositiveNumber);
   app.add_option("--corpus", o.corpus, "folder of fortune files (default: the Debian package's)");
   app.add_option("--train-summary", o.train_summary, "um3_train's train_summary.json: its train_seconds go into the metrics");
-  app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
-  try {
-    if (o.threads > 0) omp_set_num_threads(o.threads);
+  cli::add_threads_option(app, o.threads);
+  return cli::run_program(app, argc, argv, "um3-eval", o.threads, [&] {
     sample::validate(o.sampler);
     return with_um3_model(open_um3_folder(o.model).config, [&](auto tag) { return evaluate<decltype(tag)>(o); });
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "um3-eval: error: %s\n", cli::one_line_message(e.what(), false).c_str());
-    return 1;
-  }
+  });
 }

@@ -28,6 +28,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/inputs.hpp"
+#include "cli/program.hpp"
 #include "cli/util.hpp"
 #include "qlip/um3/generate.hpp"
 #include "um3/um3_images.hpp"
@@ -44,6 +45,7 @@ struct Options {
   sample::SamplerConfig sampler{1.0f, 0, 1.0f, 3.0f};
   std::uint64_t seed = 0;
   int threads = 0;
+  nn::DecodeWeights decode_weights = nn::DecodeWeights::f32;
 };
 
 template <class Tag>
@@ -117,6 +119,7 @@ void text_to_text(const LoadedUm3<Tag>& um3, const Options& o) {
 template <class Tag>
 int run(const Options& o) {
   const LoadedUm3<Tag> um3 = load_um3_folder<Tag>(o.model);
+  um3.llama.model->set_decode_weights(o.decode_weights);
   if (!o.text.empty()) text_to_text(um3, o);
   if (o.prompts.empty() && o.captions.empty()) return 0;
   const std::string qlip_dir = o.qlip.empty() ? um3.files.qlip : o.qlip;
@@ -142,27 +145,14 @@ int main(int argc, char** argv) {
   app.add_option("--out-dir", o.out_dir, "write each image as DIR/prompt<P>_<I>.png");
   app.add_option("--max-tokens", o.max_tokens, "text to text: most new tokens")->check(CLI::PositiveNumber);
   app.add_option("--qlip", o.qlip, "QLIP checkpoint (default: the one um3.json names)");
-  app.add_option("--temperature", o.sampler.temperature, "sampling temperature (0: greedy)");
-  app.add_option("--top-k", o.sampler.top_k, "keep the k most probable tokens (0: off)");
-  app.add_option("--top-p", o.sampler.top_p, "nucleus mass (1: off)");
-  app.add_option("--cfg", o.sampler.cfg_scale, "text to image: classifier-free guidance scale (1: none)");
-  app.add_option("--seed", o.seed, "sampling seed");
+  cli::add_sampler_options(app, o.sampler, o.seed);
+  cli::add_decode_weights_option(app, o.decode_weights);
   app.add_option("--batch", o.batch, "images decoded at once")->check(CLI::PositiveNumber);
-  app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
-  try {
-    if (o.threads > 0) omp_set_num_threads(o.threads);
+  cli::add_threads_option(app, o.threads);
+  return cli::run_program(app, argc, argv, "um3-sample", o.threads, [&] {
     sample::validate(o.sampler);
     QLIP_CHECK(!o.prompts.empty() || !o.captions.empty() || !o.text.empty(),
                "nothing to do: give --prompt (text to image), --caption (image to text) or --text (text to text)");
     return with_um3_model(open_um3_folder(o.model).config, [&](auto tag) { return run<decltype(tag)>(o); });
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "um3-sample: error: %s\n", cli::one_line_message(e.what(), false).c_str());
-    return 1;
-  }
+  });
 }

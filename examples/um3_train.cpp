@@ -33,6 +33,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/program.hpp"
 #include "cli/util.hpp"
 #include "qlip/data/text_corpus.hpp"
 #include "qlip/train/init.hpp"
@@ -86,14 +87,7 @@ std::vector<std::int32_t> text_stream(const Um3Text& t, std::vector<std::string>
     const std::size_t j = static_cast<std::size_t>(((static_cast<std::uint64_t>(b[0]) << 32) | b[1]) % i);
     std::swap(entries[i - 1], entries[j]);
   }
-  std::vector<std::int32_t> s;
-  for (const std::string& e : entries) {
-    s.push_back(t.vocab.bos);
-    const std::vector<std::int32_t> ids = t.bpe.encode(e);
-    s.insert(s.end(), ids.begin(), ids.end());
-    s.push_back(t.vocab.eos);
-  }
-  return s;
+  return t.entry_stream(entries);
 }
 
 /// "<path> (<bytes> bytes, modified <time>)" of the QLIP's weights: what the cached codes were made from.
@@ -370,23 +364,13 @@ int main(int argc, char** argv) {
   app.add_option("--clip", o.clip, "global gradient-norm clip")->check(CLI::PositiveNumber);
   app.add_option("--cfg-drop", o.cfg_drop, "probability that a text-to-image row gets the null caption (guidance)");
   app.add_option("--seed", o.seed, "initialisation and data seed");
-  app.add_option("--threads", o.threads, "CPU threads (0: all)")->check(CLI::NonNegativeNumber);
+  cli::add_threads_option(app, o.threads);
   app.add_option("--max-minutes", o.max_minutes, "stop and save after this many minutes (0: no limit)")->check(CLI::NonNegativeNumber);
   app.add_flag("--resume", o.resume, "continue the run in --out exactly where its last save left it");
   app.add_option("--save-every", o.save_every, "checkpoint every N steps")->check(CLI::PositiveNumber);
   app.add_option("--log-every", o.log_every, "progress line every N steps")->check(CLI::PositiveNumber);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
-  try {
-    if (o.threads > 0) omp_set_num_threads(o.threads);
+  return cli::run_program(app, argc, argv, "um3-train", o.threads, [&] {
     QLIP_CHECK(!o.qlip.empty() || !o.codes.empty(), "give --qlip (a QLIP checkpoint to encode Fashion-MNIST with) or --codes");
     return with_um3_model(o.config, [&](auto tag) { return train_run<decltype(tag)>(o); });
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "um3-train: error: %s\n", cli::one_line_message(e.what(), false).c_str());
-    return 1;
-  }
+  });
 }

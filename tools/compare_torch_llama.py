@@ -4,15 +4,18 @@
   python3 tools/compare_torch_llama.py [--rounds 3] [--threads 2] [--bench build/rt/bench/bench_cpu_llama_decode]
 
 The model is qlip's ~100M config (llama_configs::kLlama100M: 12 layers of 768, 12 query heads over 4
-kv heads of 64, SwiGLU 2048, vocabulary 32000, tied), fp32, random weights. Each round runs qlip's
-bench_cpu_llama_decode (one token per sequence per step through the KV cache after a 32-token
-prompt, batch 1 and 8; it also measures the machine's read bandwidth), then transformers'
-LlamaForCausalLM with the same config: a 32-token prefill, then 64 single-token steps with its KV
-cache (use_cache, DynamicCache), timed on the wall clock per step. Prints per batch the median
-tokens/s of both, the ratio, and each as a fraction of the bandwidth bound (read bandwidth ÷ bytes of
-weights read per step). Run it alone on an idle machine.
+kv heads of 64, SwiGLU 2048, vocabulary 32000, tied), random weights, with fp32 and with bf16
+weights. Each round runs qlip's bench_cpu_llama_decode (one token per sequence per step through the
+KV cache after a 32-token prompt, batch 1 and 8, fp32 and bf16 decoding weights; it also measures the
+machine's read bandwidth), then transformers' LlamaForCausalLM with the same config in fp32 and
+converted to bf16 (`.to(torch.bfloat16)`: weights and activations): a 32-token prefill, then 64
+single-token steps with its KV cache (use_cache, DynamicCache), timed on the wall clock. Prints per
+dtype and batch the median tokens/s of both, the ratio, and each as a fraction of the bandwidth bound
+(read bandwidth ÷ bytes of weights read per step: 4 or 2 per parameter). Run it alone on an idle
+machine.
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -35,8 +38,12 @@ def qlip_round(bench, threads):
         if b["name"].startswith("BM_ReadBandwidth"):
             gbps = b["GB/s"]
         elif b["name"].startswith("BM_LlamaDecode100M/"):
-            res[int(b["name"].split("/")[1])] = b["tokens/s"]
-            weight_mb = b["weight_MB"]
+            # BM_LlamaDecode100M/batch:1/bf16:0/min_time:3.000
+            parts = dict(p.split(":") for p in b["name"].split("/")[1:3])
+            dtype = "bf16" if parts["bf16"] == "1" else "fp32"
+            res[(dtype, int(parts["batch"]))] = b["tokens/s"]
+            if dtype == "fp32":
+                weight_mb = b["weight_MB"]
     return res, gbps, weight_mb
 
 
@@ -68,30 +75,33 @@ def main():
     ap.add_argument("--bench", default=os.path.join(ROOT, "build/rt/bench/bench_cpu_llama_decode"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = torch_model()
-    qlip_rates = {1: [], 8: []}
-    torch_rates = {1: [], 8: []}
+    models = {"fp32": torch_model()}
+    models["bf16"] = copy.deepcopy(models["fp32"]).to(torch.bfloat16)
+    keys = [(d, b) for d in ("fp32", "bf16") for b in (1, 8)]
+    qlip_rates = {k: [] for k in keys}
+    torch_rates = {k: [] for k in keys}
     bandwidths = []
     weight_mb = None
     for r in range(args.rounds):
         q, gbps, weight_mb = qlip_round(args.bench, args.threads)
         bandwidths.append(gbps)
-        for b in (1, 8):
-            qlip_rates[b].append(q[b])
-            torch_rates[b].append(torch_tokens_per_s(model, b))
+        for k in keys:
+            qlip_rates[k].append(q[k])
+            torch_rates[k].append(torch_tokens_per_s(models[k[0]], k[1]))
         print(f"round {r + 1}: read bandwidth {gbps:.1f} GB/s; " +
-              "; ".join(f"batch {b}: qlip {qlip_rates[b][-1]:.1f} tok/s, transformers {torch_rates[b][-1]:.1f} tok/s"
-                        for b in (1, 8)), flush=True)
+              "; ".join(f"{d} batch {b}: qlip {qlip_rates[(d, b)][-1]:.1f}, transformers {torch_rates[(d, b)][-1]:.1f}"
+                        for d, b in keys) + " tok/s", flush=True)
     bw = statistics.median(bandwidths)
-    bound_steps = bw * 1e9 / (weight_mb * 1e6)
-    print(f"\nthreads {args.threads}, torch {torch.__version__}, weights {weight_mb:.1f} MB fp32, "
-          f"read bandwidth median {bw:.1f} GB/s -> bound {bound_steps:.1f} steps/s")
-    print("| batch | qlip tok/s | transformers tok/s | qlip / transformers | qlip % of bound | transformers % of bound |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for b in (1, 8):
-        q, t = statistics.median(qlip_rates[b]), statistics.median(torch_rates[b])
-        bound = bound_steps * b
-        print(f"| {b} | {q:.1f} | {t:.1f} | {q / t:.2f} | {100 * q / bound:.0f} % | {100 * t / bound:.0f} % |")
+    print(f"\nthreads {args.threads}, torch {torch.__version__}, weights {weight_mb:.1f} MB in fp32, "
+          f"read bandwidth median {bw:.1f} GB/s")
+    print("| weights | batch | qlip tok/s | transformers tok/s | qlip / transformers | qlip % of bound "
+          "| transformers % of bound |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for d, b in keys:
+        bytes_per_step = weight_mb * 1e6 * (0.5 if d == "bf16" else 1.0)
+        bound = bw * 1e9 / bytes_per_step * b
+        q, t = statistics.median(qlip_rates[(d, b)]), statistics.median(torch_rates[(d, b)])
+        print(f"| {d} | {b} | {q:.1f} | {t:.1f} | {q / t:.2f} | {100 * q / bound:.0f} % | {100 * t / bound:.0f} % |")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -189,6 +190,18 @@ struct Um3Text {
       if (text.find(class_names[c]) != std::string::npos && class_names[c].size() > best_len)
         best = static_cast<int>(c), best_len = class_names[c].size();
     return best;
+  }
+  /// The entries as one token stream, <bos> entry <eos> each, in the given order (the text-only
+  /// rows are windows of it; held-out perplexity is measured on it).
+  std::vector<std::int32_t> entry_stream(std::span<const std::string> entries) const {
+    std::vector<std::int32_t> s;
+    for (const std::string& e : entries) {
+      s.push_back(vocab.bos);
+      const std::vector<std::int32_t> ids = bpe.encode(e);
+      s.insert(s.end(), ids.begin(), ids.end());
+      s.push_back(vocab.eos);
+    }
+    return s;
   }
 };
 

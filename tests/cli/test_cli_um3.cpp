@@ -3,8 +3,9 @@
 ///        written here and Debian's fortunes (installed by scripts/setup.sh): the run folder (a
 ///        Hugging Face Llama folder + byte_bpe.json + um3.json + training state), the log and plot;
 ///        a run stopped after its first step and resumed equals the uninterrupted run bit for bit;
-///        text continuation from the folder; one-line errors for a codes file of another bit
-///        layout and for a resume with other settings.
+///        text continuation from the folder (fp32 and bf16 decoding weights); one-line errors for a
+///        codes file of another bit layout, for a resume with other settings and for a bad
+///        --decode-weights.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -98,6 +99,13 @@ TEST_F(Um3CliTest, TrainsWritesAFolderAndResumesExactly) {
   ASSERT_EQ(s1.code, 0) << s1;
   EXPECT_EQ(s1.out.rfind("Hello", 0), 0u) << s1.out;
   EXPECT_EQ(s1.out, s2.out);
+  // bf16 decoding weights run the same continuation; a bad choice is a usage error naming both.
+  const RunResult b1 = program(QLIP_UM3_SAMPLE_PATH, sample_args + " --decode-weights bf16");
+  ASSERT_EQ(b1.code, 0) << b1;
+  EXPECT_EQ(b1.out.rfind("Hello", 0), 0u) << b1.out;
+  const RunResult bad = program(QLIP_UM3_SAMPLE_PATH, sample_args + " --decode-weights f16");
+  EXPECT_EQ(bad.code, 2) << bad;
+  EXPECT_NE(bad.err.find("--decode-weights: f16 not in {f32,bf16}"), std::string::npos) << bad.err;
   const RunResult none = program(QLIP_UM3_SAMPLE_PATH, q(straight + "/checkpoint"));
   EXPECT_EQ(none.code, 1) << none;
   EXPECT_NE(none.err.find("nothing to do"), std::string::npos) << none.err;

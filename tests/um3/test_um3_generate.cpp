@@ -13,23 +13,17 @@
 #include "qlip/cpu.hpp"
 #include "qlip/model/llama_checkpoint.hpp"
 #include "qlip/um3/generate.hpp"
+#include "um3/um3_test_util.hpp"
 
 namespace qlip::um3 {
 namespace {
 
-// Text ids [0, 10) (bos 7, eos 8, pad 9), <boi> 10, <eoi> 11, two groups of 2 bits: 20 ids.
+// The 20 ids of test::small_um3_vocab().
 inline constexpr LlamaConfig kTiny{.vocab_size = 20, .hidden = 16, .layers = 1, .heads = 2, .kv_heads = 1,
                                    .head_dim = 8, .intermediate = 24, .tied = true};
 using Model = nn::LlamaModel<kTiny, cpu_backend>;
 
-Um3Vocab vocab() {
-  Um3Vocab v;
-  v.bos = 7;
-  v.eos = 8;
-  v.pad = 9;
-  v.layout = {10, 4, 2, false};
-  return v;
-}
+Um3Vocab vocab() { return test::small_um3_vocab(); }
 
 struct Fixture {
   std::unique_ptr<Model> model;

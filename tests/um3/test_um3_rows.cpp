@@ -8,25 +8,17 @@
 #include <vector>
 
 #include "common/compare.hpp"
+#include "um3/um3_test_util.hpp"
 #include "qlip/um3/sequences.hpp"
 #include "qlip/um3/task_mix.hpp"
 
 namespace qlip::um3 {
 namespace {
 
-// Text ids [0, 10): bos 7, eos 8, pad 9; <boi> 10, <eoi> 11, visual ids from 12 (g = 2, L = 4).
-Um3Vocab small_vocab() {
-  Um3Vocab v;
-  v.bos = 7;
-  v.eos = 8;
-  v.pad = 9;
-  v.layout = {10, 4, 2, false};
-  v.validate();
-  return v;
-}
+using test::small_um3_vocab;
 
 TEST(Um3Rows, CaptionRowTrainsTheCaptionAndEosOnly) {
-  const Um3Vocab v = small_vocab();
+  const Um3Vocab v = small_um3_vocab();
   const std::vector<std::int32_t> image{12, 17, 13, 18}, caption{1, 2};
   std::vector<std::int32_t> ids(10), targets(10);
   caption_row(v, image, caption, ids, targets);
@@ -42,7 +34,7 @@ TEST(Um3Rows, CaptionRowTrainsTheCaptionAndEosOnly) {
 }
 
 TEST(Um3Rows, GenerationRowTrainsTheImageAndEoi) {
-  const Um3Vocab v = small_vocab();
+  const Um3Vocab v = small_um3_vocab();
   const std::vector<std::int32_t> image{12, 17, 13, 18}, caption{1, 2, 3};
   std::vector<std::int32_t> ids(10), targets(10);
   generation_row(v, caption, image, false, ids, targets);
@@ -69,10 +61,10 @@ TEST(Um3Rows, TextRowIsTheShiftedWindow) {
 }
 
 TEST(Um3Rows, VocabularyChecksItsSpecials) {
-  Um3Vocab v = small_vocab();
+  Um3Vocab v = small_um3_vocab();
   v.eos = v.bos;
   EXPECT_THROW(v.validate(), Error);
-  v = small_vocab();
+  v = small_um3_vocab();
   v.pad = 10;  // <boi>, not a text id
   test::expect_error_naming([&] { v.validate(); }, "special id 10 is not a text id");
 }
