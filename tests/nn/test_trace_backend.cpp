@@ -294,6 +294,19 @@ TEST(TraceBackend, LlamaTrainingStepAndCachedDecode) {
   EXPECT_EQ(trace.cost("linear").flops, llama_layers_flops(n) + llama_layers_flops(kBatch) + decode_head);
   EXPECT_EQ(trace.cost("attention").calls, 2 * kTraceLlama.layers);
   EXPECT_EQ(cache.length(), kT + 1);
+  // bf16 decoding weights: the same FLOPs per token, the weights' bytes halved.
+  trace.clear();
+  model->decode(decode_arena, HostView<const std::int32_t, 1>(ids.data(), {kBatch}), cache, kBatch, 1, logits.view());
+  const OpCost f32 = trace.cost("linear");
+  trace.clear();
+  model->set_decode_weights(nn::DecodeWeights::bf16);
+  model->decode(decode_arena, HostView<const std::int32_t, 1>(ids.data(), {kBatch}), cache, kBatch, 1, logits.view());
+  const OpCost b16 = trace.cost("linear");
+  EXPECT_EQ(b16.flops, f32.flops);
+  EXPECT_EQ(b16.calls, f32.calls);
+  // One row's FLOPs are twice the weights' elements, so the two bytes saved per weight sum to them.
+  const std::int64_t weight_elements = (llama_layers_flops(1) + linear_flops(1, kTraceLlama.hidden, kTraceLlama.vocab_size)) / 2;
+  EXPECT_EQ(f32.bytes - b16.bytes, 2 * weight_elements);
 }
 
 TEST(TraceBackend, QlipTrainableStage1Step) {

@@ -140,6 +140,12 @@ inline void linear(trace_backend be, HostView<const float, 2> x, HostView<const 
   detail::check_linear_shapes(x, w, bias, y);
   detail::trace::record(be, "linear", 2 * x.size(0) * w.size(0) * x.size(1), detail::trace::bytes_of(x, w, bias, y));
 }
+/// bf16 weights (decoding): the same FLOPs, half the weight bytes.
+inline void linear(trace_backend be, HostView<const float, 2> x, HostView<const bf16, 2> w,
+                   HostView<const float, 1> bias, HostView<float, 2> y) {
+  detail::check_linear_shapes(x, w, bias, y);
+  detail::trace::record(be, "linear", 2 * x.size(0) * w.size(0) * x.size(1), detail::trace::bytes_of(x, w, bias, y));
+}
 inline void linear_backward(trace_backend be, HostView<const float, 2> x, HostView<const float, 2> w,
                             HostView<const float, 2> dy, HostView<float, 2> dx, HostView<float, 2> dw,
                             HostView<float, 1> db) {
