@@ -6,13 +6,16 @@
 The model is qlip's ~100M config (llama_configs::kLlama100M: 12 layers of 768, 12 query heads over 4
 kv heads of 64, SwiGLU 2048, vocabulary 32000, tied), random weights, with fp32 and with bf16
 weights. Each round runs qlip's bench_cpu_llama_decode (one token per sequence per step through the
-KV cache after a 32-token prompt, batch 1 and 8, fp32 and bf16 decoding weights; it also measures the
-machine's read bandwidth), then transformers' LlamaForCausalLM with the same config in fp32 and
+KV cache after a 32-token prompt, batch 1 and 8, fp32 and bf16 decoding weights; it measures the
+machine's read bandwidth between every 16 steps and reports the median fraction of the bound over
+those segments), then transformers' LlamaForCausalLM with the same config in fp32 and
 converted to bf16 (`.to(torch.bfloat16)`: weights and activations): a 32-token prefill, then 64
 single-token steps with its KV cache (use_cache, DynamicCache), timed on the wall clock. Prints per
-dtype and batch the median tokens/s of both, the ratio, and each as a fraction of the bandwidth bound
-(read bandwidth ÷ bytes of weights read per step: 4 or 2 per parameter). Run it alone on an idle
-machine.
+dtype and batch the median tokens/s of both, the ratio, and the median over rounds of each as a
+fraction of the bandwidth bound (read bandwidth ÷ bytes of weights read per step: 4 or 2 per
+parameter): qlip's as the benchmark measured it segment by segment, transformers' against the median
+bandwidth reading of the round (on a shared VM the bandwidth moves within seconds). Run it alone on
+an idle machine.
 """
 import argparse
 import copy
@@ -32,19 +35,18 @@ PROMPT, STEPS = 32, 64
 def qlip_round(bench, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     out = subprocess.run([bench, "--benchmark_format=json"], check=True, capture_output=True, text=True, env=env).stdout
-    res = {}
-    gbps = None
+    res, case_gbps, of_bound = {}, {}, {}
     for b in json.loads(out)["benchmarks"]:
-        if b["name"].startswith("BM_ReadBandwidth"):
-            gbps = b["GB/s"]
-        elif b["name"].startswith("BM_LlamaDecode100M/"):
+        if b["name"].startswith("BM_LlamaDecode100M/"):
             # BM_LlamaDecode100M/batch:1/bf16:0/min_time:3.000
             parts = dict(p.split(":") for p in b["name"].split("/")[1:3])
             dtype = "bf16" if parts["bf16"] == "1" else "fp32"
             res[(dtype, int(parts["batch"]))] = b["tokens/s"]
+            case_gbps[(dtype, int(parts["batch"]))] = b["GB/s"]
+            of_bound[(dtype, int(parts["batch"]))] = b["of_bound"]
             if dtype == "fp32":
                 weight_mb = b["weight_MB"]
-    return res, gbps, weight_mb
+    return res, case_gbps, of_bound, weight_mb
 
 
 def torch_model():
@@ -80,29 +82,38 @@ def main():
     keys = [(d, b) for d in ("fp32", "bf16") for b in (1, 8)]
     qlip_rates = {k: [] for k in keys}
     torch_rates = {k: [] for k in keys}
+    qlip_frac = {k: [] for k in keys}
+    torch_frac = {k: [] for k in keys}
     bandwidths = []
     weight_mb = None
+
+    def bound(gbps, dtype, batch):
+        bytes_per_step = weight_mb * 1e6 * (0.5 if dtype == "bf16" else 1.0)
+        return gbps * 1e9 / bytes_per_step * batch
+
     for r in range(args.rounds):
-        q, gbps, weight_mb = qlip_round(args.bench, args.threads)
-        bandwidths.append(gbps)
+        q, case_gbps, of_bound, weight_mb = qlip_round(args.bench, args.threads)
+        round_gbps = statistics.median(case_gbps.values())
+        bandwidths.extend(case_gbps.values())
         for k in keys:
             qlip_rates[k].append(q[k])
             torch_rates[k].append(torch_tokens_per_s(models[k[0]], k[1]))
-        print(f"round {r + 1}: read bandwidth {gbps:.1f} GB/s; " +
-              "; ".join(f"{d} batch {b}: qlip {qlip_rates[(d, b)][-1]:.1f}, transformers {torch_rates[(d, b)][-1]:.1f}"
-                        for d, b in keys) + " tok/s", flush=True)
-    bw = statistics.median(bandwidths)
+            qlip_frac[k].append(of_bound[k])
+            torch_frac[k].append(torch_rates[k][-1] / bound(round_gbps, *k))
+        print(f"round {r + 1}: read bandwidth " + ", ".join(f"{case_gbps[k]:.1f}" for k in keys) + " GB/s; " +
+              "; ".join(f"{d} batch {b}: qlip {qlip_rates[(d, b)][-1]:.1f} ({100 * qlip_frac[(d, b)][-1]:.0f} %), "
+                        f"transformers {torch_rates[(d, b)][-1]:.1f}" for d, b in keys) + " tok/s", flush=True)
     print(f"\nthreads {args.threads}, torch {torch.__version__}, weights {weight_mb:.1f} MB in fp32, "
-          f"read bandwidth median {bw:.1f} GB/s")
+          f"read bandwidth {min(bandwidths):.1f}–{max(bandwidths):.1f} GB/s "
+          f"(median {statistics.median(bandwidths):.1f})")
     print("| weights | batch | qlip tok/s | transformers tok/s | qlip / transformers | qlip % of bound "
           "| transformers % of bound |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for d, b in keys:
-        bytes_per_step = weight_mb * 1e6 * (0.5 if d == "bf16" else 1.0)
-        bound = bw * 1e9 / bytes_per_step * b
-        q, t = statistics.median(qlip_rates[(d, b)]), statistics.median(torch_rates[(d, b)])
-        print(f"| {d} | {b} | {q:.1f} | {t:.1f} | {q / t:.2f} | {100 * q / bound:.0f} % | {100 * t / bound:.0f} % |")
-
+        k = (d, b)
+        q, t = statistics.median(qlip_rates[k]), statistics.median(torch_rates[k])
+        print(f"| {d} | {b} | {q:.1f} | {t:.1f} | {q / t:.2f} | {100 * statistics.median(qlip_frac[k]):.0f} % "
+              f"| {100 * statistics.median(torch_frac[k]):.0f} % |")
 
 if __name__ == "__main__":
     main()

@@ -296,6 +296,8 @@ TEST(CpuLinear, StreamingRowsMatchReferenceAndAnyThreadCount) {
     check_linear(m, 300, 70, Layout::row, Layout::row, Layout::row, true);
     check_linear(m, 33, 5, Layout::padded, Layout::row, Layout::strided, false);
   }
+  // x past 24 KiB (AVX-512: tiles of two weight rows instead of one), K off every chunk size.
+  for (std::int64_t m : {4, 8}) check_linear(m, 1601, 37, Layout::row, Layout::row, Layout::row, true);
   Matrix x = make_matrix(5, 700, Layout::row, 1);
   Matrix w = make_matrix(999, 700, Layout::row, 2, 0.05f);
   Matrix y1 = make_matrix(5, 999, Layout::row, 3), y3 = make_matrix(5, 999, Layout::row, 4);
@@ -372,6 +374,8 @@ TEST(CpuLinearBf16, StreamingAndBlockedPathsMatchReference) {
   check_linear_bf16(1, 768, 300, Layout::padded, Layout::strided, true);
   check_linear_bf16(6, 768, 70, Layout::strided, Layout::padded, false);
   check_linear_bf16(3, 0, 4, Layout::row, Layout::row, true);  // K = 0: y = bias
+  // x past 24 KiB (AVX-512: tiles of two weight rows instead of one), K off every chunk size.
+  for (std::int64_t m : {4, 8}) check_linear_bf16(m, 1601, 37, Layout::row, Layout::row, true);
 }
 
 TEST(CpuLinearBf16, ThreadCountsGiveTheSameBits) {

@@ -6,7 +6,8 @@
 /// Every transpose is a view: linear() reads a PyTorch weight w[N,K] as wᵀ[K,N] and packs it into
 /// panels directly, linear_backward's dyᵀ and the weight are views too. Packing copies B once per
 /// call into a per-thread scratch buffer; a weight used by many calls can be packed once
-/// (PackedWeight) and passed to linear() instead.
+/// (PackedWeight) and passed to linear() instead. linear() on at most kStreamingRows rows (decoding)
+/// streams the weight instead (linear_streaming.hpp), fp32 or bf16.
 ///
 /// Threading: ops started outside a parallel region use qlip::num_threads() threads (fewer for
 /// small products); inside one (a caller's row region, conv2d's per-image loop)
@@ -19,20 +20,14 @@
 
 #include "qlip/cpu/build_check.hpp"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
-#include <bit>
-#include <cmath>
 #include <cstdint>
-#include <type_traits>
 
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/backend.hpp"
 #include "qlip/core/error.hpp"
 #include "qlip/core/tensor.hpp"
+#include "qlip/cpu/linear_streaming.hpp"
 #include "qlip/cpu/sgemm.hpp"
 #include "qlip/cpu/threading.hpp"
 #include "qlip/reference/gemm.hpp"
@@ -85,234 +80,6 @@ inline void linear_rows_packed(HostView<const float, 2> x, const sgemm::PackedPa
   linear_rows_serial(x, {}, &w, bias, y, accumulate);
 }
 
-
-/// Rows of x up to which linear() takes the weight-streaming path instead of the packed SGEMM:
-/// decoding (one token per sequence) multiplies a handful of rows by each weight once, so packing
-/// the weight into panels first would read and write it twice more than the product reads it.
-inline constexpr std::int64_t kStreamingRows = 8;
-
-/// A weight element as float: itself, or a bf16 widened exactly (its 16 bits become the top half
-/// of a float32).
-inline float widen(float w) { return w; }
-inline float widen(bf16 w) { return std::bit_cast<float>(static_cast<std::uint32_t>(w.bits) << 16); }
-
-/// Lanes of partial sums per (row, weight row) pair in the streaming kernel: one 256-bit register.
-inline constexpr int kStreamingLanes = 8;
-
-#if defined(__AVX2__) && defined(__FMA__)
-/// The bf16 kernel reads x de-interleaved (pair_rows): each 16-element chunk as its 8 even
-/// elements, then its 8 odd ones, so that one 256-bit load of 16 bf16 weights widens with one
-/// shift (the even weights, low halves of the 32-bit pairs) and one mask (the odd ones, already in
-/// the high halves) instead of a zero-extend and a shift per 8.
-inline constexpr bool kBf16PairedX = true;
-#else
-inline constexpr bool kBf16PairedX = false;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-/// The sum of v's eight lanes as ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)): a fixed order, in a
-/// few independent vector adds (a sequential lane sum per accumulator costs a tile as much as a
-/// third of its main loop at K = 768).
-inline float sum_lanes(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-#endif
-
-/// Elements per chunk of the bf16 kernel's paired x layout.
-inline constexpr std::int64_t kPairChunk = 16;
-
-/// x's rows in the bf16 kernel's layout, contiguous: every full 16-element chunk as its even then
-/// its odd elements, the tail (K mod 16) as it is.
-inline AlignedBuffer<float> pair_rows(HostView<const float, 2> x) {
-  const std::int64_t m = x.size(0), k = x.size(1), body = k / kPairChunk * kPairChunk;
-  AlignedBuffer<float> out(m * k, false);
-  for (std::int64_t r = 0; r < m; ++r) {
-    const float* src = x.data() + r * x.stride(0);
-    float* dst = out.data() + r * k;
-    for (std::int64_t j = 0; j < body; j += kPairChunk)
-      for (std::int64_t i = 0; i < kPairChunk / 2; ++i) {
-        dst[j + i] = src[j + 2 * i];
-        dst[j + kPairChunk / 2 + i] = src[j + 2 * i + 1];
-      }
-    for (std::int64_t j = body; j < k; ++j) dst[j] = src[j];
-  }
-  return out;
-}
-
-/// out[r][c] = x_r·w_c over k elements for R rows of x and NW weight rows: lane-wise partial sums
-/// (fixed order), then the lanes in order, then the tail. The R·NW accumulators stay in registers,
-/// each weight chunk is loaded (and widened) once for the R rows and each x chunk once for the NW
-/// weight rows: one pass over the NW weight rows. AVX2 + FMA explicitly (256-bit even where the
-/// compiler's tuning prefers 128-bit vectors, and on AVX-512 machines: this loop is bound by memory,
-/// not by vector width); plain loops otherwise. bf16 weights with AVX2 take x in the paired layout
-/// (pair_rows) and chunks of 16.
-template <int R, int NW, class W>
-inline void streaming_tile(const float* const* x, const W* const* w, std::int64_t k, float (*out)[NW]) {
-  constexpr int kL = kStreamingLanes;
-  constexpr bool kPaired = std::is_same_v<W, bf16> && kBf16PairedX;
-  const std::int64_t step = kPaired ? kPairChunk : kL;
-  const std::int64_t body = k / step * step;
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc[R][NW];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < NW; ++c) acc[r][c] = _mm256_setzero_ps();
-  if constexpr (kPaired) {
-    const __m256 odd_mask = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0xffff0000u)));
-    for (std::int64_t j = 0; j < body; j += kPairChunk) {
-      __m256 even[NW], odd[NW];
-      for (int c = 0; c < NW; ++c) {
-        const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[c] + j));
-        even[c] = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
-        odd[c] = _mm256_and_ps(_mm256_castsi256_ps(pairs), odd_mask);
-      }
-      for (int r = 0; r < R; ++r) {
-        const __m256 xe = _mm256_loadu_ps(x[r] + j), xo = _mm256_loadu_ps(x[r] + j + kL);
-        for (int c = 0; c < NW; ++c) {
-          acc[r][c] = _mm256_fmadd_ps(xe, even[c], acc[r][c]);
-          acc[r][c] = _mm256_fmadd_ps(xo, odd[c], acc[r][c]);
-        }
-      }
-    }
-  } else {
-    for (std::int64_t j = 0; j < body; j += kL) {
-      __m256 wv[NW];
-      for (int c = 0; c < NW; ++c) wv[c] = _mm256_loadu_ps(reinterpret_cast<const float*>(w[c]) + j);
-      for (int r = 0; r < R; ++r) {
-        const __m256 xv = _mm256_loadu_ps(x[r] + j);
-        for (int c = 0; c < NW; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < NW; ++c) out[r][c] = sum_lanes(acc[r][c]);
-#else
-  float lanes[R][NW][kL] = {};
-  for (std::int64_t j = 0; j < body; j += kL)
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < NW; ++c)
-        for (int l = 0; l < kL; ++l) lanes[r][c][l] = std::fma(x[r][j + l], widen(w[c][j + l]), lanes[r][c][l]);
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < NW; ++c)
-      out[r][c] = ((lanes[r][c][0] + lanes[r][c][4]) + (lanes[r][c][2] + lanes[r][c][6])) +
-                  ((lanes[r][c][1] + lanes[r][c][5]) + (lanes[r][c][3] + lanes[r][c][7]));
-#endif
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < NW; ++c)
-      for (std::int64_t j = body; j < k; ++j) out[r][c] += x[r][j] * widen(w[c][j]);
-}
-
-#if defined(__AVX2__) && defined(__FMA__)
-/// How far ahead of its loads the one-row bf16 kernel prefetches its weight row: the hardware
-/// prefetcher alone left that loop at ~70 % of the read bandwidth on a Zen 1 machine, 1–4 KiB
-/// ahead brought it to the rate of the fp32 loop (docs/PERFORMANCE.md, Llama decoding).
-inline constexpr int kBf16PrefetchBytes = 2048;
-
-/// x·w over k elements for one row of x (paired layout) and one bf16 weight row: the decoding case
-/// at batch 1, read as one sequential stream (tiles of several weight rows read several streams
-/// and reached ~60 % of the bandwidth), with four accumulators over consecutive 16-element chunks
-/// to hide the FMA latency; then the four in a fixed order, the lanes, the tail.
-inline float bf16_row_dot(const float* x, const bf16* w, std::int64_t k) {
-  const __m256 odd_mask = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0xffff0000u)));
-  const auto even = [](__m256i p) { return _mm256_castsi256_ps(_mm256_slli_epi32(p, 16)); };
-  const auto odd = [&](__m256i p) { return _mm256_and_ps(_mm256_castsi256_ps(p), odd_mask); };
-  const auto load = [&](std::int64_t j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j)); };
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  constexpr std::int64_t kStep = 2 * kPairChunk;  // one 64-byte line of weights per iteration
-  const std::int64_t body2 = k / kStep * kStep, body = k / kPairChunk * kPairChunk;
-  for (std::int64_t j = 0; j < body2; j += kStep) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + j) + kBf16PrefetchBytes, _MM_HINT_T0);
-    const __m256i p0 = load(j), p1 = load(j + kPairChunk);
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), even(p0), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + j + 8), odd(p0), a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + j + 16), even(p1), a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + j + 24), odd(p1), a3);
-  }
-  if (body2 < body) {
-    const __m256i p0 = load(body2);
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + body2), even(p0), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + body2 + 8), odd(p0), a1);
-  }
-  float s = sum_lanes(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-  for (std::int64_t j = body; j < k; ++j) s += x[j] * widen(w[j]);
-  return s;
-}
-#endif
-
-/// Rows [r0, r0 + R) of y for the NW weight rows starting at o.
-template <int R, int NW, class W>
-inline void streaming_block(HostView<const float, 2> x, HostView<const W, 2> w, HostView<const float, 1> bias,
-                            HostView<float, 2> y, std::int64_t r0, std::int64_t o) {
-  const float* xs[R];
-  const W* ws[NW];
-  for (int r = 0; r < R; ++r) xs[r] = x.data() + (r0 + r) * x.stride(0);
-  for (int c = 0; c < NW; ++c) ws[c] = w.data() + (o + c) * w.stride(0);
-  float sums[R][NW];
-  streaming_tile<R, NW, W>(xs, ws, x.size(1), sums);
-  for (int c = 0; c < NW; ++c) {
-    const float b = bias.empty() ? 0.0f : bias(o + c);
-    for (int r = 0; r < R; ++r) y(r0 + r, o + c) = sums[r][c] + b;
-  }
-}
-
-/// Every row of x, in blocks of up to four, against the weight rows [o, o + NW): the weight tile is
-/// read from memory once, and again from cache for each further row block.
-template <int NW, class W>
-inline void streaming_columns(HostView<const float, 2> x, HostView<const W, 2> w, HostView<const float, 1> bias,
-                              HostView<float, 2> y, std::int64_t o) {
-  const std::int64_t m = x.size(0);
-  for (std::int64_t r0 = 0; r0 < m; r0 += 4) {
-    switch (std::min<std::int64_t>(4, m - r0)) {
-      case 1: streaming_block<1, NW>(x, w, bias, y, r0, o); break;
-      case 2: streaming_block<2, NW>(x, w, bias, y, r0, o); break;
-      case 3: streaming_block<3, NW>(x, w, bias, y, r0, o); break;
-      default: streaming_block<4, NW>(x, w, bias, y, r0, o); break;
-    }
-  }
-}
-
-/// y[m, n] = x[m, :]·w[n, :] + b[n] for M ≤ kStreamingRows rows, reading each weight row from
-/// memory once while the x rows stay in cache, in tiles of up to four x rows by NW weight rows
-/// (4 for one row: four independent add chains hide the FMA latency; 3 otherwise: 12 accumulators
-/// plus the loads fit 16 vector registers); threads over tiles of output columns. Each element is
-/// summed in one fixed order, so the result is the same for any thread count. W is float or bf16
-/// (widened in registers). x and w need unit stride along K.
-template <class W>
-inline void linear_streaming(HostView<const float, 2> x_in, HostView<const W, 2> w, HostView<const float, 1> bias,
-                             HostView<float, 2> y, int threads) {
-  AlignedBuffer<float> paired;
-  HostView<const float, 2> x = x_in;
-  if constexpr (std::is_same_v<W, bf16> && kBf16PairedX) {
-    paired = pair_rows(x_in);
-    x = HostView<const float, 2>(paired.data(), x_in.shape());
-  }
-  const std::int64_t n = w.size(0);
-#if defined(__AVX2__) && defined(__FMA__)
-  if constexpr (std::is_same_v<W, bf16>) {
-    if (x.size(0) == 1) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-      for (std::int64_t o = 0; o < n; ++o)
-        y(0, o) = bf16_row_dot(x.data(), w.data() + o * w.stride(0), x.size(1)) + (bias.empty() ? 0.0f : bias(o));
-      return;
-    }
-  }
-#endif
-  // Weight rows per tile: 4 for one row (four independent add chains), else 3 in fp32 (4 × 3
-  // accumulators + 3 weights + 1 x fit 16 registers) and 2 in bf16 (each weight takes two
-  // registers once widened).
-  const int cols = x.size(0) == 1 ? 4 : (std::is_same_v<W, bf16> ? 2 : 3);
-  const std::int64_t tiles = n / cols;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (std::int64_t t = 0; t < tiles; ++t) {
-    switch (cols) {
-      case 4: streaming_columns<4>(x, w, bias, y, t * cols); break;
-      case 3: streaming_columns<3>(x, w, bias, y, t * cols); break;
-      default: streaming_columns<2>(x, w, bias, y, t * cols); break;
-    }
-  }
-  for (std::int64_t o = tiles * cols; o < n; ++o) streaming_columns<1>(x, w, bias, y, o);
-}
 }  // namespace detail::cpu
 
 /// A linear layer's weight w[N, K] packed once as the panels of wᵀ, for inference: linear() with a
