@@ -1,12 +1,17 @@
 /// @file cuda_kernels.cu
 /// @brief CUDA kernel benchmarks (manual timing with CUDA events, CONVENTIONS.md §11): LayerNorm
-///        and fused BSQ at ViT-B/16 256px shapes, reported as achieved GB/s. Without a device every
+///        and fused BSQ at ViT-B/16 256px shapes, the fused AdamW step over a flat buffer and the
+///        cross-entropy backward at a Llama vocabulary, reported as achieved GB/s. Without a device every
 ///        benchmark reports SkipWithError instead of crashing.
 #include <benchmark/benchmark.h>
 
+#include <vector>
+
 #include "bsq.cuh"
 #include "common.cuh"
+#include "cross_entropy.cuh"
 #include "layer_norm.cuh"
+#include "optimizer.cuh"
 
 namespace {
 
@@ -61,6 +66,44 @@ void BM_CudaBsqEncode(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * M * (L * (4 + 4 + 1 + 4) + 4));
 }
 BENCHMARK(BM_CudaBsqEncode)->Arg(2048)->Arg(65536)->Arg(1 << 20)->UseManualTime();
+
+/// One AdamW step over n parameters in segments of 4M (a large model's tensors): reads p, g, m, v
+/// and writes p, m, v.
+void BM_CudaAdamW(benchmark::State& state) {
+  if (!cuda::device_available()) return state.SkipWithError("no CUDA device");
+  const std::int64_t n = state.range(0), seg = std::int64_t{1} << 22;
+  cuda::DeviceBuffer<float> p(n), g(n), m(n), v(n);
+  for (auto* b : {&p, &g, &m, &v}) QLIP_CUDA_CHECK(cudaMemset(b->data(), 0, sizeof(float) * n));
+  std::vector<OptimizerSegment> segments;
+  for (std::int64_t o = 0; o < n; o += seg)
+    segments.push_back({.offset = o, .numel = std::min(seg, n - o), .lr = 1e-4, .weight_decay = 0.05});
+  const cuda::OptimizerWorkspace ws = cuda::OptimizerWorkspace::for_segments(segments);
+  AdamHyperParams hp;
+  time_with_events(state, [&] {
+    ops::adamw_step(cuda_backend{}, p.view<1>({n}), g.view<1>({n}), m.view<1>({n}), v.view<1>({n}), segments, hp, ws);
+  });
+  state.SetBytesProcessed(state.iterations() * n * 7 * static_cast<std::int64_t>(sizeof(float)));
+}
+BENCHMARK(BM_CudaAdamW)->Arg(100'000'000)->UseManualTime();
+
+/// dlogits of the token cross-entropy for N rows over a vocabulary of V: reads the logits twice
+/// (logsumexp, then softmax), writes dlogits.
+void BM_CudaCrossEntropyBackward(benchmark::State& state) {
+  if (!cuda::device_available()) return state.SkipWithError("no CUDA device");
+  const std::int64_t rows = state.range(0), vocab = state.range(1);
+  cuda::DeviceBuffer<float> z(rows * vocab), dz(rows * vocab);
+  QLIP_CUDA_CHECK(cudaMemset(z.data(), 0, sizeof(float) * rows * vocab));
+  std::vector<std::int32_t> targets(static_cast<std::size_t>(rows), 1);
+  cuda::DeviceBuffer<std::int32_t> t(rows);
+  cuda::copy_to_device(t.data(), targets.data(), rows);
+  const HostView<const std::int32_t, 1> t_host(targets.data(), {rows});
+  time_with_events(state, [&] {
+    ops::cross_entropy_backward(cuda_backend{}, z.view<2>({rows, vocab}), t_host, t.view<1>({rows}), 1.0,
+                                dz.view<2>({rows, vocab}));
+  });
+  state.SetBytesProcessed(state.iterations() * rows * vocab * 3 * static_cast<std::int64_t>(sizeof(float)));
+}
+BENCHMARK(BM_CudaCrossEntropyBackward)->Args({2048, 32000})->Args({4096, 128256})->UseManualTime();
 
 }  // namespace
 

@@ -85,6 +85,13 @@ void copy_to_host(T* dst, const T* src, std::int64_t n) {
   QLIP_CUDA_CHECK(cudaMemcpy(dst, src, sizeof(T) * static_cast<std::size_t>(n), cudaMemcpyDeviceToHost));
 }
 
+/// A host view with v's shape and strides and no data, for the argument checks shared with the
+/// other backends that read only sizes (never pass it to anything that reads elements).
+template <class T, int R>
+HostView<T, R> sizes_only(const DeviceView<T, R>& v) {
+  return HostView<T, R>(nullptr, v.shape(), v.strides());
+}
+
 /// Blocks of `threads` covering n items (int64 count, clamped grid).
 inline unsigned grid_for(std::int64_t n, int threads) {
   std::int64_t blocks = (n + threads - 1) / threads;
