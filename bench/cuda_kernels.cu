@@ -1,7 +1,8 @@
 /// @file cuda_kernels.cu
 /// @brief CUDA kernel benchmarks (manual timing with CUDA events, CONVENTIONS.md §11): LayerNorm
 ///        and fused BSQ at ViT-B/16 256px shapes, the fused AdamW step over a flat buffer and the
-///        cross-entropy backward at a Llama vocabulary, reported as achieved GB/s. Without a device every
+///        cross-entropy backward at a Llama vocabulary, reported as achieved GB/s; the cuBLASLt GEMM
+///        (fp32, TF32, bf16 inputs) at ViT-B and Llama-1B linear shapes as TFLOP/s. Without a device every
 ///        benchmark reports SkipWithError instead of crashing.
 #include <benchmark/benchmark.h>
 
@@ -10,6 +11,7 @@
 #include "bsq.cuh"
 #include "common.cuh"
 #include "cross_entropy.cuh"
+#include "gemm.cuh"
 #include "layer_norm.cuh"
 #include "optimizer.cuh"
 
@@ -104,6 +106,36 @@ void BM_CudaCrossEntropyBackward(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * rows * vocab * 3 * static_cast<std::int64_t>(sizeof(float)));
 }
 BENCHMARK(BM_CudaCrossEntropyBackward)->Args({2048, 32000})->Args({4096, 128256})->UseManualTime();
+
+/// y = x·wᵀ through cuBLASLt for x [M, K], w [N, K]; range(3): 0 fp32, 1 TF32, 2 bf16 inputs.
+void BM_CudaLinear(benchmark::State& state) {
+  if (!cuda::device_available()) return state.SkipWithError("no CUDA device");
+  const std::int64_t m = state.range(0), k = state.range(1), n = state.range(2), mode = state.range(3);
+  const cuda::BlasLt lt;
+  cuda::DeviceBuffer<float> y(m * n);
+  if (mode == 2) {
+    cuda::DeviceBuffer<bf16> x(m * k), w(n * k);
+    QLIP_CUDA_CHECK(cudaMemset(x.data(), 0, sizeof(bf16) * m * k));
+    QLIP_CUDA_CHECK(cudaMemset(w.data(), 0, sizeof(bf16) * n * k));
+    const DeviceView<const bf16, 2> wt = DeviceView<const bf16, 2>(w.view<2>({n, k})).transpose(0, 1);
+    time_with_events(state, [&] { ops::gemm(cuda_backend{}, lt, x.view<2>({m, k}), wt, y.view<2>({m, n})); });
+  } else {
+    cuda::DeviceBuffer<float> x(m * k), w(n * k);
+    QLIP_CUDA_CHECK(cudaMemset(x.data(), 0, sizeof(float) * m * k));
+    QLIP_CUDA_CHECK(cudaMemset(w.data(), 0, sizeof(float) * n * k));
+    const cuda::FloatMath math = mode == 1 ? cuda::FloatMath::tf32 : cuda::FloatMath::fp32;
+    time_with_events(state, [&] {
+      ops::linear(cuda_backend{}, lt, x.view<2>({m, k}), w.view<2>({n, k}), {}, y.view<2>({m, n}), math);
+    });
+  }
+  state.counters["TFLOP/s"] = benchmark::Counter(2.0 * m * k * n * state.iterations() / 1e12, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_CudaLinear)
+    ->ArgNames({"M", "K", "N", "fp32_tf32_bf16"})
+    ->ArgsProduct({{16384}, {768}, {3072}, {0, 1, 2}})
+    ->ArgsProduct({{16384}, {3072}, {768}, {0, 1, 2}})
+    ->ArgsProduct({{8192}, {2048}, {8192}, {0, 1, 2}})
+    ->UseManualTime();
 
 }  // namespace
 
