@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "common/compare.hpp"
+#include "cuda_test_util.hpp"
 #include "qlip/core/allocator.hpp"
-#include "qlip/core/philox.hpp"
 #include "qlip/reference/activation.hpp"
 #include "qlip/reference/bsq.hpp"
 #include "qlip/reference/l2_norm.hpp"
@@ -18,35 +18,12 @@
 #include "elementwise.cuh"
 #include "layer_norm.cuh"
 
-#define QLIP_REQUIRE_GPU()                                            \
-  do {                                                                \
-    if (!::qlip::cuda::device_available()) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
-
 namespace qlip {
 namespace {
 
-/// Host tensor filled with N(0, scale²) from Philox (same numbers on every machine).
-Tensor<float, 2> random_matrix(std::int64_t m, std::int64_t n, std::uint64_t seed, float scale = 1.0f) {
-  Tensor<float, 2> t({m, n});
-  Philox rng(seed);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal(i);
-  return t;
-}
-
-template <class T, int R>
-cuda::DeviceBuffer<T> upload(const Tensor<T, R>& t) {
-  cuda::DeviceBuffer<T> d(t.numel());
-  cuda::copy_to_device(d.data(), t.data(), t.numel());
-  return d;
-}
-
-template <class T, int R>
-Tensor<T, R> download(const cuda::DeviceBuffer<T>& d, const Extents<R>& shape) {
-  Tensor<T, R> t(shape);
-  cuda::copy_to_host(t.data(), d.data(), t.numel());
-  return t;
-}
+using test::download;
+using test::random_matrix;
+using test::upload;
 
 class CudaKernels : public ::testing::TestWithParam<std::int64_t> {};
 

@@ -36,6 +36,25 @@ QLIP_HOST_DEVICE inline float quick_gelu(float x) { return x * sigmoid(1.702f * 
 /// SiLU / swish, x·σ(x).
 QLIP_HOST_DEVICE inline float silu(float x) { return x * sigmoid(x); }
 
+/// dSiLU/dx = σ(x)·(1 + x·σ(−x)). One exp of −|x|, so every intermediate stays finite, and σ(−x)
+/// is formed directly rather than as 1 − σ(x) (no cancellation for x ≫ 0).
+QLIP_HOST_DEVICE inline float silu_grad(float x) {
+  const float e = std::exp(-std::fabs(x));
+  const float inv = 1.0f / (1.0f + e);
+  const float s = x >= 0.0f ? inv : e * inv;       // σ(x)
+  const float s_neg = x >= 0.0f ? e * inv : inv;   // σ(−x)
+  return s * (1.0f + x * s_neg);
+}
+
+/// d quick-GELU/dx = silu'(z) at z = 1.702x (the chain factor 1.702 cancels against z/x).
+QLIP_HOST_DEVICE inline float quick_gelu_grad(float x) { return silu_grad(1.702f * x); }
+
+/// dtanh/dx = 1 − tanh²(x).
+QLIP_HOST_DEVICE inline float tanh_grad(float x) {
+  const float t = std::tanh(x);
+  return 1.0f - t * t;
+}
+
 /// BSQ sign (MODEL.md §2.6, §3.1): bit = (u > 0); u == 0 maps to bit 0, i.e. code −1.
 QLIP_HOST_DEVICE inline bool bsq_bit(float u) { return u > 0.0f; }
 

@@ -5,8 +5,11 @@
 #if defined(__CUDACC__)
 #define QLIP_HOST_DEVICE __host__ __device__
 #define QLIP_DEVICE __device__
-/// Every __global__ kernel carries hidden visibility so two DSOs built with qlip do not clash.
-#define QLIP_KERNEL __global__ __attribute__((visibility("hidden")))
+/// Every __global__ kernel has internal linkage: the kernels are defined in headers, so a program
+/// with several .cu files would otherwise define each non-template kernel (and its host stub) once
+/// per file, and two DSOs built with qlip could clash. (nvcc ignores `inline` on __global__, and
+/// rejects a visibility attribute on an internal-linkage function, which needs none.)
+#define QLIP_KERNEL static __global__
 #else
 #define QLIP_HOST_DEVICE
 #define QLIP_DEVICE
