@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/compare.hpp"
+#include "cuda_test_util.hpp"
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/dtype.hpp"
 #include "qlip/core/philox.hpp"
@@ -19,11 +20,6 @@
 
 namespace qlip {
 namespace {
-
-#define QLIP_GEMM_REQUIRE_GPU()                                               \
-  do {                                                                        \
-    if (!::qlip::cuda::device_available()) GTEST_SKIP() << "no CUDA device";  \
-  } while (0)
 
 /// A row-major [rows, cols] matrix N(0, scale²) from Philox, on the host and the device.
 struct Matrix {
@@ -73,7 +69,7 @@ void check_gemm(std::int64_t m, std::int64_t k, std::int64_t n, Form form, float
 const std::vector<std::vector<std::int64_t>> kShapes{{1, 1, 1}, {7, 33, 5}, {65, 300, 129}, {256, 768, 768}};
 
 TEST(CudaGemm, Fp32MatchesReferenceInEveryForm) {
-  QLIP_GEMM_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   for (const auto& s : kShapes)
     for (Form f : {Form::nn, Form::nt, Form::tn}) {
       check_gemm(s[0], s[1], s[2], f, 1.0f, 0.0f, cuda::FloatMath::fp32, test::kF32Reduction);
@@ -82,13 +78,13 @@ TEST(CudaGemm, Fp32MatchesReferenceInEveryForm) {
 }
 
 TEST(CudaGemm, Tf32MatchesReferenceWithinItsRounding) {
-  QLIP_GEMM_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   for (const auto& s : kShapes)
     for (Form f : {Form::nn, Form::nt, Form::tn}) check_gemm(s[0], s[1], s[2], f, 1.0f, 0.0f, cuda::FloatMath::tf32, test::kTf32Gemm);
 }
 
 TEST(CudaGemm, Bf16InputsAccumulateInFp32) {
-  QLIP_GEMM_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   // bf16 × bf16 products are exact in fp32, so against the reference on the same rounded values
   // only the summation order differs: kF32Reduction.
   const cuda::BlasLt lt;
@@ -119,7 +115,7 @@ TEST(CudaGemm, Bf16InputsAccumulateInFp32) {
 }
 
 TEST(CudaLinear, ForwardWithBiasAndBackwardMatchReference) {
-  QLIP_GEMM_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   const cuda::BlasLt lt;
   for (const auto& s : kShapes) {
     const std::int64_t m = s[0], k = s[1], n = s[2];
@@ -145,7 +141,7 @@ TEST(CudaLinear, ForwardWithBiasAndBackwardMatchReference) {
 }
 
 TEST(CudaLinear, BadShapesThrowBeforeAnyLaunch) {
-  QLIP_GEMM_REQUIRE_GPU();  // a BlasLt needs a device
+  QLIP_REQUIRE_GPU();  // a BlasLt needs a device
   const cuda::BlasLt lt;
   DeviceView<const float, 2> x(nullptr, {4, 6}, {6, 1}), w(nullptr, {5, 7}, {7, 1});
   DeviceView<float, 2> y(nullptr, {4, 5}, {5, 1});

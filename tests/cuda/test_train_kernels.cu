@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/compare.hpp"
+#include "cuda_test_util.hpp"
 #include "qlip/core/allocator.hpp"
 #include "qlip/core/philox.hpp"
 #include "qlip/reference/cross_entropy.hpp"
@@ -22,11 +23,6 @@
 
 namespace qlip {
 namespace {
-
-#define QLIP_TRAIN_REQUIRE_GPU()                                                  \
-  do {                                                                            \
-    if (!::qlip::cuda::device_available()) GTEST_SKIP() << "no CUDA device";      \
-  } while (0)
 
 /// n values N(0, scale²) from Philox, plus `shift`.
 std::vector<float> random_values(std::int64_t n, std::uint64_t seed, float scale = 1.0f, float shift = 0.0f) {
@@ -104,7 +100,7 @@ void check_optimizer_step(Optimizer which, const AdamHyperParams& hp, test::Tole
 }
 
 TEST(CudaOptimizer, AdamWMatchesReference) {
-  QLIP_TRAIN_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   // Element-wise in float vs double rounded once: kF32Op.
   check_optimizer_step(Optimizer::adamw, {.step = 1}, test::kF32Op);
   check_optimizer_step(Optimizer::adamw, {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .step = 7, .grad_scale = 0.5},
@@ -112,7 +108,7 @@ TEST(CudaOptimizer, AdamWMatchesReference) {
 }
 
 TEST(CudaOptimizer, LambMatchesReference) {
-  QLIP_TRAIN_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   // The trust ratio comes from norms over 9000 elements in another order: kF32Reduction.
   check_optimizer_step(Optimizer::lamb, {.step = 1}, test::kF32Reduction);
   check_optimizer_step(Optimizer::lamb, {.step = 12, .grad_scale = 0.25}, test::kF32Reduction);
@@ -136,7 +132,7 @@ std::vector<std::int32_t> test_ids(std::int64_t m, std::int32_t vocab) {
 }
 
 TEST(CudaEmbedding, ForwardAndBackwardMatchReference) {
-  QLIP_TRAIN_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   constexpr std::int64_t kV = 50, kD = 77, kM = 301;
   const std::vector<std::int32_t> ids = test_ids(kM, kV);
   const std::vector<float> table = random_values(kV * kD, 6), dout = random_values(kM * kD, 7);
@@ -170,7 +166,7 @@ TEST(CudaEmbedding, OutOfRangeIdThrowsBeforeAnyLaunch) {
 }
 
 TEST(CudaCrossEntropy, LossAndGradientMatchReference) {
-  QLIP_TRAIN_REQUIRE_GPU();
+  QLIP_REQUIRE_GPU();
   for (const std::int64_t vocab : {std::int64_t{13}, std::int64_t{32000}}) {
     SCOPED_TRACE(::testing::Message() << "V = " << vocab);
     constexpr std::int64_t kN = 37;
