@@ -2,12 +2,14 @@
 /// @brief CUDA kernel benchmarks (manual timing with CUDA events, CONVENTIONS.md §11): LayerNorm
 ///        and fused BSQ at ViT-B/16 256px shapes, the fused AdamW step over a flat buffer and the
 ///        cross-entropy backward at a Llama vocabulary, reported as achieved GB/s; the cuBLASLt GEMM
-///        (fp32, TF32, bf16 inputs) at ViT-B and Llama-1B linear shapes as TFLOP/s. Without a device every
+///        (fp32, TF32, bf16 inputs) at ViT-B and Llama-1B linear shapes and the attention forward
+///        (ViT-B/16 at 256 px, bidirectional; a Llama-1B prefill, causal) as TFLOP/s. Without a device every
 ///        benchmark reports SkipWithError instead of crashing.
 #include <benchmark/benchmark.h>
 
 #include <vector>
 
+#include "attention.cuh"
 #include "bsq.cuh"
 #include "common.cuh"
 #include "cross_entropy.cuh"
@@ -135,6 +137,30 @@ BENCHMARK(BM_CudaLinear)
     ->ArgsProduct({{16384}, {768}, {3072}, {0, 1, 2}})
     ->ArgsProduct({{16384}, {3072}, {768}, {0, 1, 2}})
     ->ArgsProduct({{8192}, {2048}, {8192}, {0, 1, 2}})
+    ->UseManualTime();
+
+/// The attention forward for q [B, T, Hq, 64], k/v [B, T, Hkv, 64]; range(4) = 1 for causal.
+/// FLOPs: 4·Dh per visible (query, key) pair and head (q·k and p·v).
+void BM_CudaAttention(benchmark::State& state) {
+  if (!cuda::device_available()) return state.SkipWithError("no CUDA device");
+  const std::int64_t b = state.range(0), t = state.range(1), hq = state.range(2), hkv = state.range(3), dh = 64;
+  const bool causal = state.range(4) != 0;
+  cuda::DeviceBuffer<float> q(b * t * hq * dh), kv(b * t * hkv * dh), out(b * t * hq * dh);
+  QLIP_CUDA_CHECK(cudaMemset(q.data(), 0, sizeof(float) * q.size()));
+  QLIP_CUDA_CHECK(cudaMemset(kv.data(), 0, sizeof(float) * kv.size()));
+  const DeviceView<const float, 4> kvv = kv.view<4>({b, t, hkv, dh});
+  time_with_events(state, [&] {
+    ops::attention(cuda_backend{}, q.view<4>({b, t, hq, dh}), kvv, kvv, out.view<4>({b, t, hq, dh}), 0.125f,
+                   causal ? AttentionMask::causal : AttentionMask::none);
+  });
+  const double pairs = causal ? t * (t + 1) / 2.0 : static_cast<double>(t) * t;
+  state.counters["TFLOP/s"] =
+      benchmark::Counter(4.0 * dh * pairs * hq * b * state.iterations() / 1e12, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_CudaAttention)
+    ->ArgNames({"B", "T", "Hq", "Hkv", "causal"})
+    ->Args({64, 257, 12, 12, 0})
+    ->Args({4, 2048, 32, 8, 1})
     ->UseManualTime();
 
 }  // namespace

@@ -7,7 +7,7 @@ Each entry is named as the qlip benchmark it stands beside and carries the same 
 TFLOP/s, counted the same way): F.linear in fp32 (TF32 off), TF32 (allow_tf32) and bf16; F.layer_norm;
 torch.optim.AdamW(fused=True) over 100M parameters in 4M tensors; the cross-entropy gradient
 (F.cross_entropy(...).backward(): PyTorch's forward and backward, beside qlip's backward kernel, which
-recomputes the logsumexp itself). Timed with CUDA events: 3 warm-ups, then the median of 20 runs.
+recomputes the logsumexp itself); F.scaled_dot_product_attention in fp32. Timed with CUDA events: 3 warm-ups, then the median of 20 runs.
 bench/gpu_check.sh runs it; tools/gpu_check_summary.py sets it beside qlip's numbers.
 """
 import argparse
@@ -86,11 +86,24 @@ def cross_entropy_entries():
     return out
 
 
+def attention_entries():
+    out = []
+    for b, t, hq, hkv, causal in ((64, 257, 12, 12, 0), (4, 2048, 32, 8, 1)):
+        q = torch.zeros(b, hq, t, 64, device="cuda")
+        kv = torch.zeros(b, hkv, t, 64, device="cuda")
+        ms = time_ms(lambda: F.scaled_dot_product_attention(q, kv, kv, is_causal=bool(causal), enable_gqa=hq != hkv))
+        pairs = t * (t + 1) / 2 if causal else t * t
+        out.append({"name": f"BM_CudaAttention/B:{b}/T:{t}/Hq:{hq}/Hkv:{hkv}/causal:{causal}", "ms": ms,
+                    "TFLOP/s": 4.0 * 64 * pairs * hq * b / (ms * 1e-3) / 1e12})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    entries = linear_entries() + layer_norm_entries() + adamw_entries() + cross_entropy_entries()
+    entries = (linear_entries() + layer_norm_entries() + adamw_entries() + cross_entropy_entries() +
+               attention_entries())
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "entries": entries}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
