@@ -41,6 +41,20 @@ __device__ inline std::int64_t visible_keys(std::int64_t i, std::int64_t t, std:
   return causal ? i + s - t + 1 : s;
 }
 
+/// Keys [j0, j0 + kKeys) of kv head g into shared memory, zeros past the end, by the whole block.
+template <int kKeys, int kDh>
+__device__ inline void load_kv_tile(const DeviceView<const float, 4>& k, const DeviceView<const float, 4>& v,
+                                    std::int64_t b, std::int64_t g, std::int64_t j0, float (*ks)[kDh],
+                                    float (*vs)[kDh]) {
+  const std::int64_t s_n = k.size(1);
+  for (int e = threadIdx.x; e < kKeys * kDh; e += blockDim.x) {
+    const int jj = e / kDh, d = e % kDh;
+    const std::int64_t j = j0 + jj;
+    ks[jj][d] = j < s_n ? k(b, j, g, d) : 0.0f;
+    vs[jj][d] = j < s_n ? v(b, j, g, d) : 0.0f;
+  }
+}
+
 template <int kDh, bool kCausal>
 QLIP_KERNEL void attention_forward_kernel(DeviceView<const float, 4> q, DeviceView<const float, 4> k,
                                           DeviceView<const float, 4> v, DeviceView<float, 4> out,
@@ -62,12 +76,7 @@ QLIP_KERNEL void attention_forward_kernel(DeviceView<const float, 4> q, DeviceVi
   const std::int64_t block_keys = visible_keys(last, t_n, s_n, kCausal);  // the block's last row sees the most
   const std::int64_t limit = active ? visible_keys(i, t_n, s_n, kCausal) : 0;
   for (std::int64_t j0 = 0; j0 < block_keys; j0 += kAttentionCols) {
-    for (int e = threadIdx.x; e < kAttentionCols * kDh; e += blockDim.x) {
-      const int jj = e / kDh, d = e % kDh;
-      const std::int64_t j = j0 + jj;
-      ks[jj][d] = j < s_n ? k(b, j, g, d) : 0.0f;
-      vs[jj][d] = j < s_n ? v(b, j, g, d) : 0.0f;
-    }
+    load_kv_tile<kAttentionCols, kDh>(k, v, b, g, j0, ks, vs);
     __syncthreads();
     const std::int64_t here = imin(kAttentionCols, limit - j0);
     for (int jj = 0; jj < here; ++jj) {
@@ -199,12 +208,7 @@ QLIP_KERNEL void attention_dq_kernel(DeviceView<const float, 4> q, DeviceView<co
   const std::int64_t limit = active ? visible_keys(i, t_n, s_n, kCausal) : 0;
   for (std::int64_t j0 = 0; j0 < block_keys; j0 += kTile) {
     __syncthreads();
-    for (int e = threadIdx.x; e < kTile * kDh; e += blockDim.x) {
-      const int jj = e / kDh, d = e % kDh;
-      const std::int64_t j = j0 + jj;
-      ks[jj][d] = j < s_n ? k(b, j, g, d) : 0.0f;
-      vs[jj][d] = j < s_n ? v(b, j, g, d) : 0.0f;
-    }
+    load_kv_tile<kTile, kDh>(k, v, b, g, j0, ks, vs);
     __syncthreads();
     const std::int64_t here = imin(kTile, limit - j0);
     for (int jj = 0; jj < here; ++jj) {
