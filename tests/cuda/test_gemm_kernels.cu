@@ -16,6 +16,7 @@
 #include "qlip/reference/gemm.hpp"
 
 #include "common.cuh"
+#include "convert.cuh"
 #include "gemm.cuh"
 
 namespace qlip {
@@ -112,6 +113,32 @@ TEST(CudaGemm, Bf16InputsAccumulateInFp32) {
     reference::gemm(a_r.view(), b_r.view(), want.view());
     EXPECT_TRUE(test::all_close(c.download().view(), want.view(), test::kF32Reduction));
   }
+}
+
+TEST(CudaConvert, Bf16RoundTripHasTheHostBits) {
+  QLIP_REQUIRE_GPU();
+  constexpr std::int64_t kN = 100003;
+  Matrix x(1, kN, 15, 100.0f);
+  x.host(0, 0) = 0.0f;
+  x.host(0, 1) = -0.0f;
+  x.host(0, 2) = 1.0f + 1.0f / 256.0f;  // a tie: rounds to even
+  cuda::copy_to_device(x.dev.data(), x.host.data(), kN);
+  cuda::DeviceBuffer<bf16> d16(kN);
+  cuda::DeviceBuffer<float> back(kN);
+  ops::convert(cuda_backend{}, DeviceView<const float, 1>(x.dev.view<1>({kN})), d16.view<1>({kN}));
+  ops::convert(cuda_backend{}, DeviceView<const bf16, 1>(d16.view<1>({kN})), back.view<1>({kN}));
+  QLIP_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<bf16> got(kN), want(kN);
+  cuda::copy_to_host(got.data(), d16.data(), kN);
+  round_to_bf16(x.host.data(), want.data(), kN);
+  std::vector<float> back_host(kN);
+  cuda::copy_to_host(back_host.data(), back.data(), kN);
+  std::int64_t differ = 0;
+  for (std::int64_t i = 0; i < kN; ++i) {
+    differ += got[i].bits != want[i].bits ? 1 : 0;
+    differ += back_host[i] != static_cast<float>(want[i]) ? 1 : 0;
+  }
+  EXPECT_EQ(differ, 0);
 }
 
 TEST(CudaLinear, ForwardWithBiasAndBackwardMatchReference) {
