@@ -77,8 +77,8 @@ float sum_stream(const float* p, std::int64_t n, [[maybe_unused]] bool prefetch)
 }
 
 /// GB/s of summing a 1 GiB buffer with every thread now, the best of `passes` (alternately
-/// without and with prefetch). Each thread sums its contiguous share (sum_stream). The buffer is allocated and
-/// touched once per process.
+/// without and with prefetch). Each thread sums its contiguous share (sum_stream). The buffer is
+/// allocated and touched once per process.
 double read_gbps_now(int passes = 6) {
   const std::int64_t n = std::int64_t{1} << 28;  // 1 GiB of floats
   static std::vector<float> buf(static_cast<std::size_t>(n), 1.0f);

@@ -29,12 +29,16 @@
 namespace qlip {
 namespace cuda::detail {
 
-inline constexpr int kAttentionRows = 64;    ///< queries per forward block (one per thread)
-inline constexpr int kAttentionCols = 64;    ///< keys per shared-memory tile in the forward
-inline constexpr int kAttentionBwdTile = 32; ///< keys (dk/dv) or queries (dq) per backward block and tile
+inline constexpr int kAttentionRows = 64;     ///< queries per forward block (one per thread)
+inline constexpr int kAttentionCols = 64;     ///< keys per shared-memory tile in the forward
+inline constexpr int kAttentionBwdTile = 32;  ///< keys (dk/dv) or queries (dq) per backward block and tile
 
-__device__ inline std::int64_t imin(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
-__device__ inline std::int64_t imax(std::int64_t a, std::int64_t b) { return a > b ? a : b; }
+__device__ inline std::int64_t imin(std::int64_t a, std::int64_t b) {
+  return a < b ? a : b;
+}
+__device__ inline std::int64_t imax(std::int64_t a, std::int64_t b) {
+  return a > b ? a : b;
+}
 
 /// Keys [0, limit) are visible to query i (reference/attention.hpp's alignment of the causal mask).
 __device__ inline std::int64_t visible_keys(std::int64_t i, std::int64_t t, std::int64_t s, bool causal) {
@@ -231,12 +235,17 @@ template <class F>
 void dispatch_attention(std::int64_t dh, AttentionMask mask, const char* op, F&& f) {
   const bool causal = mask == AttentionMask::causal;
   auto with_mask = [&](auto dh_c) {
-    if (causal) f(dh_c, std::true_type{});
-    else f(dh_c, std::false_type{});
+    if (causal)
+      f(dh_c, std::true_type{});
+    else
+      f(dh_c, std::false_type{});
   };
-  if (dh == 64) with_mask(std::integral_constant<int, 64>{});
-  else if (dh == 32) with_mask(std::integral_constant<int, 32>{});
-  else QLIP_THROW(op, ": head_dim ", dh, " is not compiled for CUDA (32 and 64 are)");
+  if (dh == 64)
+    with_mask(std::integral_constant<int, 64>{});
+  else if (dh == 32)
+    with_mask(std::integral_constant<int, 32>{});
+  else
+    QLIP_THROW(op, ": head_dim ", dh, " is not compiled for CUDA (32 and 64 are)");
 }
 
 inline void attention_forward(DeviceView<const float, 4> q, DeviceView<const float, 4> k, DeviceView<const float, 4> v,
@@ -281,9 +290,9 @@ inline void attention_train(cuda_backend, DeviceView<const float, 4> q, DeviceVi
 /// caller-owned device workspace.
 inline void attention_backward(cuda_backend, DeviceView<const float, 4> q, DeviceView<const float, 4> k,
                                DeviceView<const float, 4> v, DeviceView<const float, 4> out,
-                               DeviceView<const float, 3> lse, DeviceView<const float, 4> dout,
-                               DeviceView<float, 4> dq, DeviceView<float, 4> dk, DeviceView<float, 4> dv, float scale,
-                               AttentionMask mask, DeviceView<float, 3> row_dot, cudaStream_t stream = 0) {
+                               DeviceView<const float, 3> lse, DeviceView<const float, 4> dout, DeviceView<float, 4> dq,
+                               DeviceView<float, 4> dk, DeviceView<float, 4> dv, float scale, AttentionMask mask,
+                               DeviceView<float, 3> row_dot, cudaStream_t stream = 0) {
   detail::check_attention_backward_shapes<float, host_memory>(
       cuda::sizes_only(q), cuda::sizes_only(k), cuda::sizes_only(v), cuda::sizes_only(out), cuda::sizes_only(lse),
       cuda::sizes_only(dout), cuda::sizes_only(dq), cuda::sizes_only(dk), cuda::sizes_only(dv), mask);
@@ -308,7 +317,8 @@ inline void attention_backward(cuda_backend, DeviceView<const float, 4> q, Devic
     if (!dq.empty()) {
       const dim3 grid(static_cast<unsigned>((q.size(1) + kTile - 1) / kTile), static_cast<unsigned>(q.size(2)),
                       static_cast<unsigned>(q.size(0)));
-      cuda::detail::attention_dq_kernel<kDh, kCausal><<<grid, kTile, 0, stream>>>(q, k, v, lse, dout, d_rows, dq, scale);
+      cuda::detail::attention_dq_kernel<kDh, kCausal>
+          <<<grid, kTile, 0, stream>>>(q, k, v, lse, dout, d_rows, dq, scale);
       QLIP_CUDA_CHECK_LAUNCH();
     }
   });

@@ -56,7 +56,9 @@ struct BsqLossParams {
 };
 
 /// +1 when bit 2^(g−1−k) of code m is set, else −1 (MSB first), as reference's code_sign.
-__device__ inline double bsq_code_sign(std::int64_t m, int k, int g) { return ((m >> (g - 1 - k)) & 1) ? 1.0 : -1.0; }
+__device__ inline double bsq_code_sign(std::int64_t m, int k, int g) {
+  return ((m >> (g - 1 - k)) & 1) ? 1.0 : -1.0;
+}
 
 /// The logit of code m for group j of token n: 2Tc·Σ_k z[n, jg + k]·C[m, k].
 __device__ inline double bsq_logit(const DeviceView<const float, 2>& z, std::int64_t n, std::int64_t j, std::int64_t m,
@@ -77,7 +79,9 @@ __device__ inline double bsq_group_lse(const DeviceView<const float, 2>& z, std:
   return mx + log(sum);
 }
 
-__device__ inline double bsq_entr(double x) { return -x * log(x); }
+__device__ inline double bsq_entr(double x) {
+  return -x * log(x);
+}
 
 /// Pass 1: per (n, j) the log-normaliser, Σ_m entr(p + ε) and Σ_k (ẑc − z)² over the group's dims.
 QLIP_KERNEL void bsq_token_terms_kernel(DeviceView<const float, 2> z, BsqLossParams p, double* lse, double* entropy,
@@ -173,11 +177,11 @@ inline void bsq_loss_passes(const DeviceView<const float, 2>& z, const BsqLossPa
   QLIP_CHECK(ws.per_token_size() == p.tokens * p.groups && ws.avg_size() == p.groups * (std::int64_t{1} << p.g), op,
              ": the workspace was sized for another N, L or group size (BsqLossWorkspace(N, L, cfg))");
   constexpr int kThreads = 128;
-  bsq_token_terms_kernel<<<grid_for(p.tokens * p.groups, kThreads), kThreads, 0, stream>>>(z, p, ws.lse(),
-                                                                                           ws.entropy(), ws.commit());
+  bsq_token_terms_kernel<<<grid_for(p.tokens * p.groups, kThreads), kThreads, 0, stream>>>(z, p, ws.lse(), ws.entropy(),
+                                                                                           ws.commit());
   QLIP_CUDA_CHECK_LAUNCH();
   bsq_average_kernel<<<grid_for(p.groups * (std::int64_t{1} << p.g), kThreads), kThreads, 0, stream>>>(z, p, ws.lse(),
-                                                                                                      ws.avg());
+                                                                                                       ws.avg());
   QLIP_CUDA_CHECK_LAUNCH();
 }
 
@@ -200,8 +204,8 @@ inline void bsq_straight_through(cuda_backend, DeviceView<const float, 2> z, flo
   detail::check_bsq_straight_through_args(cuda::sizes_only(z), cuda::sizes_only(zq), "bsq_straight_through: zq");
   if (z.numel() == 0) return;
   constexpr int kThreads = 256;
-  cuda::detail::bsq_straight_through_kernel<<<cuda::grid_for(z.numel(), kThreads), kThreads, 0, stream>>>(
-      z, q_scale, zq, false);
+  cuda::detail::bsq_straight_through_kernel<<<cuda::grid_for(z.numel(), kThreads), kThreads, 0, stream>>>(z, q_scale,
+                                                                                                          zq, false);
   QLIP_CUDA_CHECK_LAUNCH();
 }
 
@@ -250,9 +254,9 @@ inline void bsq_loss_backward(cuda_backend, DeviceView<const float, 2> z, const 
   if (dz.empty()) return;
   const cuda::detail::BsqLossParams p = cuda::detail::bsq_loss_params(z, cfg);
   cuda::detail::bsq_loss_passes(z, p, ws, "bsq_loss_backward", stream);
-  const cuda::detail::BsqBackwardParams b{dloss / (cfg.inv_temperature * static_cast<double>(p.tokens)), cfg.gamma0,
-                                          cfg.gamma1, dloss * 2.0 * cfg.beta / static_cast<double>(p.tokens), p.c,
-                                          !dz_q.empty()};
+  const cuda::detail::BsqBackwardParams b{
+      dloss / (cfg.inv_temperature * static_cast<double>(p.tokens)), cfg.gamma0, cfg.gamma1,
+      dloss * 2.0 * cfg.beta / static_cast<double>(p.tokens),        p.c,        !dz_q.empty()};
   constexpr int kThreads = 128;
   cuda::detail::bsq_loss_backward_kernel<kBsqLossMaxGroupSize>
       <<<cuda::grid_for(p.tokens * p.groups, kThreads), kThreads, 0, stream>>>(z, p, b, ws.lse(), ws.avg(), dz_q, dz);

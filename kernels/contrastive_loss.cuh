@@ -120,8 +120,10 @@ QLIP_KERNEL void contrastive_grad_kernel(DeviceView<const float, 2> sim, DeviceV
   for (std::int64_t k = threadIdx.x; k < n; k += blockDim.x) {
     const float x = s * (kColumn ? sim(k, g) : sim(g, k));
     const float v = s * w * (expf(x - st.lse) - (k == g ? 1.0f : 0.0f));
-    if constexpr (kColumn) grad(k, g) += v;
-    else grad(g, k) = v;
+    if constexpr (kColumn)
+      grad(k, g) += v;
+    else
+      grad(g, k) = v;
   }
 }
 
@@ -172,14 +174,14 @@ inline ContrastiveLossResult contrastive_loss(cuda_backend be, const cuda::BlasL
                                                              cuda::sizes_only(logit_scale), rows, "contrastive_loss");
   cuda::detail::check_contrastive_workspace(ws, image.size(0), "contrastive_loss");
   gemm(be, lt, image, text.transpose(0, 1), ws.sim(), 1.0f, 0.0f, cuda::FloatMath::fp32, stream);
-  cuda::detail::contrastive_lines_kernel<<<static_cast<unsigned>(2 * b), cuda::detail::kContrastiveThreads, 0,
-                                           stream>>>(ws.sim(), logit_scale, rows.offset, b, ws.line_loss(),
-                                                     ws.line_hit());
+  cuda::detail::
+      contrastive_lines_kernel<<<static_cast<unsigned>(2 * b), cuda::detail::kContrastiveThreads, 0, stream>>>(
+          ws.sim(), logit_scale, rows.offset, b, ws.line_loss(), ws.line_hit());
   QLIP_CUDA_CHECK_LAUNCH();
   std::vector<float> loss(static_cast<std::size_t>(2 * b));
   std::vector<int> hit(static_cast<std::size_t>(2 * b));
-  QLIP_CUDA_CHECK(cudaMemcpyAsync(loss.data(), ws.line_loss(), sizeof(float) * loss.size(), cudaMemcpyDeviceToHost,
-                                  stream));
+  QLIP_CUDA_CHECK(
+      cudaMemcpyAsync(loss.data(), ws.line_loss(), sizeof(float) * loss.size(), cudaMemcpyDeviceToHost, stream));
   QLIP_CUDA_CHECK(cudaMemcpyAsync(hit.data(), ws.line_hit(), sizeof(int) * hit.size(), cudaMemcpyDeviceToHost, stream));
   QLIP_CUDA_CHECK(cudaStreamSynchronize(stream));
   double row_sum = 0.0, col_sum = 0.0;
@@ -212,8 +214,8 @@ inline void contrastive_loss_backward(cuda_backend be, const cuda::BlasLt& lt, D
   gemm(be, lt, image, text.transpose(0, 1), ws.sim(), 1.0f, 0.0f, cuda::FloatMath::fp32, stream);
   const float w = static_cast<float>(dloss / (2.0 * static_cast<double>(b)));
   constexpr int kThreads = cuda::detail::kContrastiveThreads;
-  cuda::detail::contrastive_zero_rows_kernel<<<cuda::grid_for(n * n, kThreads), kThreads, 0, stream>>>(
-      ws.grad(), rows.offset, b);
+  cuda::detail::contrastive_zero_rows_kernel<<<cuda::grid_for(n * n, kThreads), kThreads, 0, stream>>>(ws.grad(),
+                                                                                                       rows.offset, b);
   QLIP_CUDA_CHECK_LAUNCH();
   cuda::detail::contrastive_grad_kernel<false>
       <<<static_cast<unsigned>(b), kThreads, 0, stream>>>(ws.sim(), logit_scale, rows.offset, w, ws.grad());

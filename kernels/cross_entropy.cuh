@@ -26,7 +26,8 @@ __device__ inline float block_reduce(float v, float* shared, Op op) {
   shared[threadIdx.x] = v;
   __syncthreads();
   for (int stride = kCrossEntropyThreads / 2; stride > 0; stride >>= 1) {
-    if (static_cast<int>(threadIdx.x) < stride) shared[threadIdx.x] = op(shared[threadIdx.x], shared[threadIdx.x + stride]);
+    if (static_cast<int>(threadIdx.x) < stride)
+      shared[threadIdx.x] = op(shared[threadIdx.x], shared[threadIdx.x + stride]);
     __syncthreads();
   }
   const float r = shared[0];
@@ -106,8 +107,8 @@ inline CrossEntropyResult cross_entropy(cuda_backend, DeviceView<const float, 2>
       logits, targets, row_loss);
   QLIP_CUDA_CHECK_LAUNCH();
   std::vector<float> rows(static_cast<std::size_t>(n));
-  QLIP_CUDA_CHECK(cudaMemcpyAsync(rows.data(), row_loss.data(), sizeof(float) * rows.size(), cudaMemcpyDeviceToHost,
-                                  stream));
+  QLIP_CUDA_CHECK(
+      cudaMemcpyAsync(rows.data(), row_loss.data(), sizeof(float) * rows.size(), cudaMemcpyDeviceToHost, stream));
   QLIP_CUDA_CHECK(cudaStreamSynchronize(stream));
   double sum = 0.0;
   for (float v : rows) sum += static_cast<double>(v);
@@ -120,15 +121,14 @@ inline void cross_entropy_backward(cuda_backend, DeviceView<const float, 2> logi
                                    HostView<const std::int32_t, 1> targets_host,
                                    DeviceView<const std::int32_t, 1> targets, double dloss,
                                    DeviceView<float, 2> dlogits, cudaStream_t stream = 0) {
-  detail::check_cross_entropy_backward_args(cuda::sizes_only(logits), targets_host,
-                                            cuda::sizes_only(dlogits));
+  detail::check_cross_entropy_backward_args(cuda::sizes_only(logits), targets_host, cuda::sizes_only(dlogits));
   cuda::detail::check_device_targets(targets_host, targets, "cross_entropy_backward");
   if (dlogits.empty() || logits.size(0) == 0) return;
   const std::int64_t c = detail::cross_entropy_count(targets_host);
   const float k = c > 0 ? static_cast<float>(dloss / static_cast<double>(c)) : 0.0f;
   cuda::detail::cross_entropy_backward_kernel<<<static_cast<unsigned>(logits.size(0)),
                                                 cuda::detail::kCrossEntropyThreads, 0, stream>>>(logits, targets, k,
-                                                                                                  dlogits);
+                                                                                                 dlogits);
   QLIP_CUDA_CHECK_LAUNCH();
 }
 

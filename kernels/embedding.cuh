@@ -72,8 +72,8 @@ inline void embedding_backward(cuda_backend, HostView<const std::int32_t, 1> ids
                                             "embedding_backward", "dtable", "dout");
   if (dout.numel() == 0) return;
   constexpr int kThreads = 128;
-  cuda::detail::embedding_backward_kernel<<<cuda::grid_for(dtable.size(1), kThreads), kThreads, 0, stream>>>(
-      ids, dout, dtable);
+  cuda::detail::embedding_backward_kernel<<<cuda::grid_for(dtable.size(1), kThreads), kThreads, 0, stream>>>(ids, dout,
+                                                                                                             dtable);
   QLIP_CUDA_CHECK_LAUNCH();
 }
 

@@ -24,13 +24,13 @@
 #include "qlip/reference/gemm.hpp"
 
 /// Throws qlip::Error with the failed cuBLAS call and its status.
-#define QLIP_CUBLAS_CHECK(expr)                                                                       \
-  do {                                                                                                \
-    cublasStatus_t qlip_cublas_status_ = (expr);                                                      \
-    if (qlip_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                                 \
-      ::qlip::detail::throw_error(__FILE__, __LINE__,                                                 \
-                                  ::qlip::detail::concat("cuBLAS call failed: " #expr ": status ",   \
-                                                         static_cast<int>(qlip_cublas_status_)));     \
+#define QLIP_CUBLAS_CHECK(expr)                                                                                     \
+  do {                                                                                                              \
+    cublasStatus_t qlip_cublas_status_ = (expr);                                                                    \
+    if (qlip_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                                               \
+      ::qlip::detail::throw_error(                                                                                  \
+          __FILE__, __LINE__,                                                                                       \
+          ::qlip::detail::concat("cuBLAS call failed: " #expr ": status ", static_cast<int>(qlip_cublas_status_))); \
   } while (0)
 
 namespace qlip {
@@ -67,8 +67,10 @@ namespace detail {
 
 template <class T>
 constexpr cudaDataType_t cuda_type() {
-  if constexpr (std::is_same_v<T, float>) return CUDA_R_32F;
-  else return CUDA_R_16BF;
+  if constexpr (std::is_same_v<T, float>)
+    return CUDA_R_32F;
+  else
+    return CUDA_R_16BF;
 }
 
 /// One operand as cuBLASLt sees it: the column-major matrix in memory, its leading dimension and
@@ -133,7 +135,8 @@ void lt_matmul(const BlasLt& lt, const DeviceView<const T, 2>& a, const DeviceVi
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     QLIP_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(call.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
-    QLIP_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(call.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    QLIP_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(call.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   QLIP_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&call.a, cuda_type<T>(), lb.rows, lb.cols, lb.ld));
   QLIP_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&call.b, cuda_type<T>(), la.rows, la.cols, la.ld));
@@ -141,12 +144,12 @@ void lt_matmul(const BlasLt& lt, const DeviceView<const T, 2>& a, const DeviceVi
                                                static_cast<std::uint64_t>(m), std::max<std::int64_t>(c.stride(0), n)));
   QLIP_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&call.pref));
   const std::size_t ws_bytes = lt.workspace_bytes();
-  QLIP_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(call.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                         &ws_bytes, sizeof(ws_bytes)));
+  QLIP_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(call.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                         sizeof(ws_bytes)));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  QLIP_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt.handle(), call.desc, call.a, call.b, call.c, call.c, call.pref,
-                                                   1, &heuristic, &found));
+  QLIP_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt.handle(), call.desc, call.a, call.b, call.c, call.c, call.pref, 1,
+                                                   &heuristic, &found));
   QLIP_CHECK(found > 0, "cuda gemm: cuBLASLt has no algorithm for [", m, ", ", k, "]·[", k, ", ", n, "]");
   QLIP_CUBLAS_CHECK(cublasLtMatmul(lt.handle(), call.desc, &alpha, b.data(), call.a, a.data(), call.b, &beta, c.data(),
                                    call.c, c.data(), call.c, &heuristic.algo, lt.workspace(), ws_bytes, stream));
@@ -175,8 +178,8 @@ inline void gemm(cuda_backend, const cuda::BlasLt& lt, DeviceView<const float, 2
   if (c.numel() == 0) return;
   if (a.size(1) == 0) {  // cuBLASLt refuses K = 0; the product is empty, only beta·c remains
     QLIP_CHECK(beta == 0.0f, "cuda gemm: K = 0 with beta ≠ 0 is not supported");
-    QLIP_CUDA_CHECK(cudaMemset2DAsync(c.data(), sizeof(float) * c.stride(0), 0, sizeof(float) * c.size(1), c.size(0),
-                                      stream));
+    QLIP_CUDA_CHECK(
+        cudaMemset2DAsync(c.data(), sizeof(float) * c.stride(0), 0, sizeof(float) * c.size(1), c.size(0), stream));
     return;
   }
   cuda::detail::lt_matmul<float>(lt, a, b, c, alpha, beta, nullptr, math, stream);

@@ -36,7 +36,9 @@ struct OptimizerSegmentJob {
 };
 
 /// Blocks a segment of n elements takes.
-inline std::int64_t optimizer_blocks(std::int64_t n) { return (n + kOptimizerChunk - 1) / kOptimizerChunk; }
+inline std::int64_t optimizer_blocks(std::int64_t n) {
+  return (n + kOptimizerChunk - 1) / kOptimizerChunk;
+}
 
 /// Caller-owned device workspace of a step over up to `max_segments` segments of `max_blocks`
 /// blocks in all (optimizer_blocks summed over the segments): sized once, reused every step.
@@ -72,8 +74,10 @@ __device__ inline std::int64_t segment_of_block(const OptimizerSegmentJob* jobs,
   std::int64_t lo = 0, hi = n_jobs - 1;
   while (lo < hi) {
     const std::int64_t mid = (lo + hi + 1) / 2;
-    if (jobs[mid].first_block <= block) lo = mid;
-    else hi = mid - 1;
+    if (jobs[mid].first_block <= block)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }

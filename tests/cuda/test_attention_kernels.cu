@@ -57,8 +57,7 @@ TEST_P(CudaAttention, ForwardTrainAndBackwardMatchReference) {
   ops::attention(cuda_backend{}, qd, kd, vd, d_out.view<4>(qs), scale, c.mask);
   ops::attention_train(cuda_backend{}, qd, kd, vd, d_out_train.view<4>(qs), d_lse.view<3>(ls), scale, c.mask);
   ops::attention_backward(cuda_backend{}, qd, kd, vd, d_out_train.view<4>(qs), d_lse.view<3>(ls), ddout.view<4>(qs),
-                          d_dq.view<4>(qs), d_dk.view<4>(ks), d_dv.view<4>(ks), scale, c.mask,
-                          d_rowdot.view<3>(ls));
+                          d_dq.view<4>(qs), d_dk.view<4>(ks), d_dv.view<4>(ks), scale, c.mask, d_rowdot.view<3>(ls));
   QLIP_CUDA_CHECK(cudaDeviceSynchronize());
 
   Tensor<float, 4> out(qs), dq(qs), dk(ks), dv(ks);
@@ -78,19 +77,20 @@ TEST_P(CudaAttention, ForwardTrainAndBackwardMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaAttention,
-    ::testing::Values(Case{2, 65, 65, 4, 4, 64, AttentionMask::none},      // vision tower: bidirectional MHA
-                      Case{1, 257, 257, 2, 2, 64, AttentionMask::none},    // ViT-B/16 at 256 px: 256 + CLS
-                      Case{2, 70, 70, 4, 2, 64, AttentionMask::causal},    // GQA, causal, odd length
-                      Case{3, 1, 97, 8, 2, 64, AttentionMask::causal},     // one decoding step on a KV cache
-                      Case{1, 33, 80, 6, 3, 32, AttentionMask::causal},    // T < S, head dim 32
-                      Case{1, 1, 1, 1, 1, 32, AttentionMask::none}),       // the smallest
+    ::testing::Values(Case{2, 65, 65, 4, 4, 64, AttentionMask::none},    // vision tower: bidirectional MHA
+                      Case{1, 257, 257, 2, 2, 64, AttentionMask::none},  // ViT-B/16 at 256 px: 256 + CLS
+                      Case{2, 70, 70, 4, 2, 64, AttentionMask::causal},  // GQA, causal, odd length
+                      Case{3, 1, 97, 8, 2, 64, AttentionMask::causal},   // one decoding step on a KV cache
+                      Case{1, 33, 80, 6, 3, 32, AttentionMask::causal},  // T < S, head dim 32
+                      Case{1, 1, 1, 1, 1, 32, AttentionMask::none}),     // the smallest
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name(); });
 
 TEST(CudaAttentionErrors, BadArgumentsThrowBeforeAnyLaunch) {
   DeviceView<const float, 4> q(nullptr, {1, 4, 3, 64}, {768, 192, 64, 1}), k(nullptr, {1, 4, 2, 64}, {512, 128, 64, 1});
   DeviceView<float, 4> out(nullptr, {1, 4, 3, 64}, {768, 192, 64, 1});
   EXPECT_THROW(ops::attention(cuda_backend{}, q, k, k, out, 1.0f, AttentionMask::none), Error);  // 3 % 2 ≠ 0
-  DeviceView<const float, 4> q48(nullptr, {1, 4, 2, 48}, {384, 96, 48, 1}), k48(nullptr, {1, 4, 2, 48}, {384, 96, 48, 1});
+  DeviceView<const float, 4> q48(nullptr, {1, 4, 2, 48}, {384, 96, 48, 1}),
+      k48(nullptr, {1, 4, 2, 48}, {384, 96, 48, 1});
   DeviceView<float, 4> out48(nullptr, {1, 4, 2, 48}, {384, 96, 48, 1});
   EXPECT_THROW(ops::attention(cuda_backend{}, q48, k48, k48, out48, 1.0f, AttentionMask::none), Error);  // head dim
   DeviceView<const float, 4> k_short(nullptr, {1, 2, 3, 64}, {384, 192, 64, 1});

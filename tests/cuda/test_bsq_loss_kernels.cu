@@ -67,11 +67,12 @@ TEST_P(CudaBsqLoss, LossAndBackwardMatchReference) {
   EXPECT_TRUE(test::all_close(download<float, 2>(d_dz_alone, {kN, kL}).view(), dz_alone.view(), test::kF32Op));
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, CudaBsqLoss,
-                         ::testing::Values(BsqLossConfig{.inv_temperature = 100.0, .group_size = 4, .beta = 0.25},
-                                           BsqLossConfig{.inv_temperature = 1.0, .group_size = 14, .gamma1 = 0.5},
-                                           BsqLossConfig{.inv_temperature = 100.0, .group_size = 7, .beta = 0.1,
-                                                         .mode = BsqEntropyMode::analytical}));
+INSTANTIATE_TEST_SUITE_P(
+    Modes, CudaBsqLoss,
+    ::testing::Values(BsqLossConfig{.inv_temperature = 100.0, .group_size = 4, .beta = 0.25},
+                      BsqLossConfig{.inv_temperature = 1.0, .group_size = 14, .gamma1 = 0.5},
+                      BsqLossConfig{
+                          .inv_temperature = 100.0, .group_size = 7, .beta = 0.1, .mode = BsqEntropyMode::analytical}));
 
 TEST(CudaBsqStraightThrough, ForwardAndBackwardMatchReference) {
   QLIP_REQUIRE_GPU();

@@ -60,7 +60,7 @@ TEST_P(CudaContrastive, LossAccuracyAndGradientsMatchReference) {
   Tensor<float, 1> dls({1});
   dls(0) = 0.25f;
   reference::contrastive_loss_backward<float>(image.view(), text.view(), scale.view(), 0.5, dimg.view(), dtxt.view(),
-                                       dls.view(), rows);
+                                              dls.view(), rows);
   // Similarities in float (cuBLASLt) and sums over B = 300 terms: kF32Reduction.
   const test::Tolerance tol = test::kF32Reduction;
   EXPECT_NEAR(got.loss, want.loss, tol.atol + tol.rtol * std::abs(want.loss));

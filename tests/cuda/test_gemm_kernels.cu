@@ -41,7 +41,9 @@ struct Matrix {
 };
 
 enum class Form { nn, nt, tn };
-const char* form_name(Form f) { return f == Form::nn ? "NN" : (f == Form::nt ? "NT" : "TN"); }
+const char* form_name(Form f) {
+  return f == Form::nn ? "NN" : (f == Form::nt ? "NT" : "TN");
+}
 
 /// c = alpha·op(a)·op(b) + beta·c on the device and by the reference; a and b are stored so that
 /// NT reads b through a transposed view and TN reads a through one.
@@ -81,7 +83,8 @@ TEST(CudaGemm, Fp32MatchesReferenceInEveryForm) {
 TEST(CudaGemm, Tf32MatchesReferenceWithinItsRounding) {
   QLIP_REQUIRE_GPU();
   for (const auto& s : kShapes)
-    for (Form f : {Form::nn, Form::nt, Form::tn}) check_gemm(s[0], s[1], s[2], f, 1.0f, 0.0f, cuda::FloatMath::tf32, test::kTf32Gemm);
+    for (Form f : {Form::nn, Form::nt, Form::tn})
+      check_gemm(s[0], s[1], s[2], f, 1.0f, 0.0f, cuda::FloatMath::tf32, test::kTf32Gemm);
 }
 
 TEST(CudaGemm, Bf16InputsAccumulateInFp32) {

@@ -133,7 +133,8 @@ struct StreamVec {
   static void widen_pairs(const bf16* p, F& even, F& odd) {
     const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
-    odd = _mm256_and_ps(_mm256_castsi256_ps(pairs), _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+    const __m256 high_halves = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(0xffff0000u)));
+    odd = _mm256_and_ps(_mm256_castsi256_ps(pairs), high_halves);
   }
 };
 #endif
