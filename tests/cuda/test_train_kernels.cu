@@ -154,6 +154,29 @@ TEST(CudaEmbedding, ForwardAndBackwardMatchReference) {
   EXPECT_TRUE(test::all_close(host1(download(d_dtable)), host1(dtable_want), test::kF32Op));
 }
 
+TEST(CudaEmbedding, PositionTableBroadcastAndBackwardMatchReference) {
+  QLIP_REQUIRE_GPU();
+  constexpr std::int64_t kB = 3, kN = 65, kD = 77;
+  Tensor<float, 3> x({kB, kN, kD}), dx({kB, kN, kD});
+  const std::vector<float> xv = random_values(x.numel(), 9), dxv = random_values(dx.numel(), 10);
+  std::copy(xv.begin(), xv.end(), x.data());
+  std::copy(dxv.begin(), dxv.end(), dx.data());
+  const std::vector<float> table = random_values(kN * kD, 11);
+  std::vector<float> dtable = random_values(kN * kD, 12);  // pre-filled: accumulated
+  auto d_x = upload(xv), d_dx = upload(dxv), d_table = upload(table), d_dtable = upload(dtable);
+  ops::add_rows_broadcast(cuda_backend{}, d_x.view<3>({kB, kN, kD}), d_table.view<2>({kN, kD}));
+  ops::add_rows_broadcast_backward(cuda_backend{}, d_dx.view<3>({kB, kN, kD}), d_dtable.view<2>({kN, kD}));
+  QLIP_CUDA_CHECK(cudaDeviceSynchronize());
+  reference::add_rows_broadcast(x.view(), HostView<const float, 2>(table.data(), {kN, kD}));
+  reference::add_rows_broadcast_backward(HostView<const float, 3>(dx.view()),
+                                         HostView<float, 2>(dtable.data(), {kN, kD}));
+  // Both in double and rounded once: exact for the add, kF32Op for the sum over the batch.
+  const std::vector<float> x_got = download(d_x), dtable_got = download(d_dtable);
+  EXPECT_TRUE(test::all_close(HostView<const float, 1>(x_got.data(), {x.numel()}),
+                              HostView<const float, 1>(x.data(), {x.numel()}), test::kExact));
+  EXPECT_TRUE(test::all_close(host1(dtable_got), host1(dtable), test::kF32Op));
+}
+
 TEST(CudaEmbedding, OutOfRangeIdThrowsBeforeAnyLaunch) {
   const std::vector<std::int32_t> ids{0, 3, 50};
   DeviceView<const float, 2> table(nullptr, {50, 8}, {8, 1});
