@@ -36,6 +36,15 @@ inline Tensor<float, 1> random_vector(std::int64_t n, std::uint64_t seed, float 
   return t;
 }
 
+/// Host tensor of any rank filled with N(0, scale²) from Philox.
+template <int R>
+Tensor<float, R> random_tensor(const Extents<R>& shape, std::uint64_t seed, float scale = 1.0f) {
+  Tensor<float, R> t(shape);
+  Philox rng(seed);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal(i);
+  return t;
+}
+
 /// A device copy of a contiguous host tensor.
 template <class T, int R>
 cuda::DeviceBuffer<T> upload(const Tensor<T, R>& t) {

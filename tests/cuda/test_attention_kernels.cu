@@ -22,14 +22,8 @@ namespace qlip {
 namespace {
 
 using test::download;
+using test::random_tensor;
 using test::upload;
-
-Tensor<float, 4> random4(const Extents<4>& shape, std::uint64_t seed, float scale = 1.0f) {
-  Tensor<float, 4> t(shape);
-  Philox rng(seed);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal(i);
-  return t;
-}
 
 struct Case {
   std::int64_t batch, t, s, hq, hkv, dh;
@@ -49,7 +43,8 @@ TEST_P(CudaAttention, ForwardTrainAndBackwardMatchReference) {
   const Extents<4> qs{c.batch, c.t, c.hq, c.dh}, ks{c.batch, c.s, c.hkv, c.dh};
   const Extents<3> ls{c.batch, c.hq, c.t};
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.dh));
-  const Tensor<float, 4> q = random4(qs, 1), k = random4(ks, 2), v = random4(ks, 3), dout = random4(qs, 4);
+  const Tensor<float, 4> q = random_tensor<4>(qs, 1), k = random_tensor<4>(ks, 2), v = random_tensor<4>(ks, 3),
+                         dout = random_tensor<4>(qs, 4);
   auto dq_in = upload(q), dk_in = upload(k), dv_in = upload(v), ddout = upload(dout);
   cuda::DeviceBuffer<float> d_out(q.numel()), d_out_train(q.numel()), d_lse(c.batch * c.hq * c.t),
       d_rowdot(c.batch * c.hq * c.t), d_dq(q.numel()), d_dk(k.numel()), d_dv(k.numel());

@@ -20,14 +20,8 @@ namespace qlip {
 namespace {
 
 using test::download;
+using test::random_tensor;
 using test::upload;
-
-Tensor<float, 4> random4(const Extents<4>& shape, std::uint64_t seed, float scale = 1.0f) {
-  Tensor<float, 4> t(shape);
-  Philox rng(seed);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal(i);
-  return t;
-}
 
 struct ConvCase {
   std::int64_t b, ci, h, w, co, k;
@@ -41,8 +35,8 @@ TEST_P(CudaConv2d, ForwardAndBackwardMatchReference) {
   const ConvCase c = GetParam();
   const Extents<4> xs{c.b, c.ci, c.h, c.w}, ws{c.co, c.ci, c.k, c.k};
   const Extents<4> ys{c.b, c.co, detail::conv_output_extent(c.h, c.k, c.g), detail::conv_output_extent(c.w, c.k, c.g)};
-  const Tensor<float, 4> x = random4(xs, 1), w = random4(ws, 2, 0.2f), dy = random4(ys, 3);
-  Tensor<float, 4> dw = random4(ws, 4);  // pre-filled: accumulated
+  const Tensor<float, 4> x = random_tensor<4>(xs, 1), w = random_tensor<4>(ws, 2, 0.2f), dy = random_tensor<4>(ys, 3);
+  Tensor<float, 4> dw = random_tensor<4>(ws, 4);  // pre-filled: accumulated
   Tensor<float, 1> bias({c.co}), db({c.co});
   for (std::int64_t o = 0; o < c.co; ++o) {
     bias(o) = 0.1f * static_cast<float>(o);
@@ -75,9 +69,9 @@ INSTANTIATE_TEST_SUITE_P(Layers, CudaConv2d,
 TEST(CudaMaxPool, ForwardAndBackwardMatchReferenceOnOddSizes) {
   QLIP_REQUIRE_GPU();
   const Extents<4> xs{2, 3, 9, 8}, ys{2, 3, 4, 4};
-  Tensor<float, 4> x = random4(xs, 5);
+  Tensor<float, 4> x = random_tensor<4>(xs, 5);
   x(0, 0, 0, 0) = x(0, 0, 0, 1) = 5.0f;  // a tie: the first maximum takes the gradient
-  const Tensor<float, 4> dy = random4(ys, 6);
+  const Tensor<float, 4> dy = random_tensor<4>(ys, 6);
   auto d_x = upload(x), d_dy = upload(dy);
   cuda::DeviceBuffer<float> d_y(2 * 3 * 4 * 4), d_dx(x.numel());
   ops::max_pool2x2(cuda_backend{}, d_x.view<4>(xs), d_y.view<4>(ys));

@@ -23,15 +23,8 @@ namespace qlip {
 namespace {
 
 using test::download;
+using test::random_tensor;
 using test::upload;
-
-template <int R>
-Tensor<float, R> random_tensor(const Extents<R>& shape, std::uint64_t seed) {
-  Tensor<float, R> t(shape);
-  Philox rng(seed);
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = rng.normal(i);
-  return t;
-}
 
 /// cos/sin of random angles, [P, W] (any table exercises the rotation).
 struct Table {
