@@ -179,8 +179,9 @@ QLIP_KERNEL void lamb_update_kernel(float* param, const float* exp_avg, const fl
 /// against the workspace, then copied into it on `stream`. Returns the number of blocks.
 inline std::int64_t upload_optimizer_jobs(const char* op, std::span<const OptimizerSegment> segments,
                                           const AdamHyperParams& hp, const OptimizerWorkspace& ws,
-                                          std::vector<OptimizerSegmentJob>& jobs, cudaStream_t stream) {
-  jobs.clear();
+                                          cudaStream_t stream) {
+  std::vector<OptimizerSegmentJob> jobs;
+  jobs.reserve(segments.size());
   std::int64_t blocks = 0;
   for (const OptimizerSegment& s : segments) {
     OptimizerSegmentJob j;
@@ -204,6 +205,22 @@ inline std::int64_t upload_optimizer_jobs(const char* op, std::span<const Optimi
   return blocks;
 }
 
+/// What a step launches: its segments and their blocks (0 and 0 for no segments).
+struct OptimizerLaunch {
+  std::int64_t segments = 0, blocks = 0;
+};
+
+/// The shared start of a step: the argument checks, then the jobs into the workspace.
+template <class Grad>
+OptimizerLaunch begin_optimizer_step(const char* op, DeviceView<float, 1> param, Grad grad,
+                                     DeviceView<float, 1> exp_avg, DeviceView<float, 1> exp_avg_sq,
+                                     std::span<const OptimizerSegment> segments, const AdamHyperParams& hp,
+                                     const OptimizerWorkspace& ws, cudaStream_t stream) {
+  qlip::detail::check_optimizer_args(op, param, grad, exp_avg, exp_avg_sq, segments, hp);
+  if (segments.empty()) return {};
+  return {static_cast<std::int64_t>(segments.size()), upload_optimizer_jobs(op, segments, hp, ws, stream)};
+}
+
 }  // namespace detail
 }  // namespace cuda
 
@@ -216,13 +233,11 @@ inline void adamw_step(cuda_backend, DeviceView<float, 1> param, DeviceView<cons
                        DeviceView<float, 1> exp_avg, DeviceView<float, 1> exp_avg_sq,
                        std::span<const OptimizerSegment> segments, const AdamHyperParams& hp,
                        const cuda::OptimizerWorkspace& ws, cudaStream_t stream = 0) {
-  detail::check_optimizer_args("adamw_step", param, grad, exp_avg, exp_avg_sq, segments, hp);
-  if (segments.empty()) return;
-  std::vector<cuda::OptimizerSegmentJob> jobs;
-  const std::int64_t blocks = cuda::detail::upload_optimizer_jobs("adamw_step", segments, hp, ws, jobs, stream);
-  const std::int64_t n_jobs = static_cast<std::int64_t>(jobs.size());
-  cuda::detail::adamw_kernel<<<static_cast<unsigned>(blocks), cuda::kOptimizerThreads, 0, stream>>>(
-      param.data(), grad.data(), exp_avg.data(), exp_avg_sq.data(), ws.jobs(), n_jobs);
+  const cuda::detail::OptimizerLaunch run =
+      cuda::detail::begin_optimizer_step("adamw_step", param, grad, exp_avg, exp_avg_sq, segments, hp, ws, stream);
+  if (run.segments == 0) return;
+  cuda::detail::adamw_kernel<<<static_cast<unsigned>(run.blocks), cuda::kOptimizerThreads, 0, stream>>>(
+      param.data(), grad.data(), exp_avg.data(), exp_avg_sq.data(), ws.jobs(), run.segments);
   QLIP_CUDA_CHECK_LAUNCH();
 }
 
@@ -232,11 +247,10 @@ inline void lamb_step(cuda_backend, DeviceView<float, 1> param, DeviceView<const
                       DeviceView<float, 1> exp_avg, DeviceView<float, 1> exp_avg_sq,
                       std::span<const OptimizerSegment> segments, const AdamHyperParams& hp,
                       const cuda::OptimizerWorkspace& ws, cudaStream_t stream = 0) {
-  detail::check_optimizer_args("lamb_step", param, grad, exp_avg, exp_avg_sq, segments, hp);
-  if (segments.empty()) return;
-  std::vector<cuda::OptimizerSegmentJob> jobs;
-  const std::int64_t blocks = cuda::detail::upload_optimizer_jobs("lamb_step", segments, hp, ws, jobs, stream);
-  const std::int64_t n_jobs = static_cast<std::int64_t>(jobs.size());
+  const cuda::detail::OptimizerLaunch run =
+      cuda::detail::begin_optimizer_step("lamb_step", param, grad, exp_avg, exp_avg_sq, segments, hp, ws, stream);
+  if (run.segments == 0) return;
+  const std::int64_t n_jobs = run.segments, blocks = run.blocks;
   const unsigned grid = static_cast<unsigned>(blocks);
   cuda::detail::lamb_moments_kernel<<<grid, cuda::kOptimizerThreads, 0, stream>>>(
       param.data(), grad.data(), exp_avg.data(), exp_avg_sq.data(), ws.jobs(), n_jobs, ws.partials());
